@@ -1,0 +1,132 @@
+"""Parsing of the -X cds* options and the PYTHONCDS* environment."""
+
+import os
+import tempfile
+import unittest
+
+from test.test_cds.util import clean_env, run_python
+
+INFO = 'import _cds; i = _cds.info(); print(i["mode"], i["list"], i["archive"], i["verbose"])'
+
+
+def info(*args, env=None, cwd=None):
+    if cwd is None:
+        # trace mode writes its list (default: ./pycds.lst) at exit
+        with tempfile.TemporaryDirectory() as tmp:
+            return info(*args, env=env, cwd=tmp)
+    r = run_python(*args, '-c', INFO, env=env, cwd=cwd)
+    if r.returncode != 0:
+        raise AssertionError(r.stderr)
+    mode, lst, archive, verbose = r.stdout.split()
+    return mode, lst, archive, int(verbose)
+
+
+class OptionTests(unittest.TestCase):
+
+    def test_default_is_off(self):
+        self.assertEqual(info(), ('off', 'None', 'None', 0))
+
+    def test_xoption_modes(self):
+        self.assertEqual(info('-X', 'cds=off')[0], 'off')
+        mode, lst, archive, _ = info('-X', 'cds=trace', '-X', 'cds_list=x.lst')
+        self.assertEqual(mode, 'trace')
+        self.assertEqual(os.path.basename(lst), 'x.lst')
+
+    def test_env_modes(self):
+        self.assertEqual(info(env=clean_env(PYTHONCDS='trace'))[0], 'trace')
+        for value in ('TRACE', 'trace', 'TrAcE'):
+            with self.subTest(value=value):
+                self.assertEqual(info(env=clean_env(PYCDSMODE=value))[0],
+                                 'trace')
+
+    def test_xoption_wins_over_env(self):
+        env = clean_env(PYTHONCDS='trace', PYCDSMODE='trace',
+                        PYTHONCDSLIST='/tmp/env.lst',
+                        PYTHONCDSVERBOSE='3')
+        mode, lst, _, verbose = info('-X', 'cds=off', '-X', 'cds_list=/tmp/x.lst',
+                                     '-X', 'cds_verbose=1', env=env)
+        self.assertEqual((mode, lst, verbose), ('off', '/tmp/x.lst', 1))
+
+    def test_pythoncds_wins_over_pycdsmode(self):
+        env = clean_env(PYTHONCDS='off', PYCDSMODE='TRACE',
+                        PYTHONCDSLIST='/tmp/a.lst', PYCDSLIST='/tmp/b.lst',
+                        PYTHONCDSVERBOSE='2', PYCDSVERBOSE='5')
+        self.assertEqual(info(env=env), ('off', '/tmp/a.lst', 'None', 2))
+
+    def test_legacy_names(self):
+        env = clean_env(PYCDSMODE='trace', PYCDSLIST='b.lst',
+                        PYCDSVERBOSE='4')
+        mode, lst, _, verbose = info(env=env)
+        self.assertEqual((mode, os.path.basename(lst), verbose),
+                         ('trace', 'b.lst', 4))
+
+    def test_ignore_environment(self):
+        env = clean_env(PYTHONCDS='trace', PYCDSMODE='trace',
+                        PYTHONCDSLIST='/tmp/a.lst', PYTHONCDSVERBOSE='2')
+        for flag in ('-E', '-I'):
+            with self.subTest(flag=flag):
+                self.assertEqual(info(flag, env=env), ('off', 'None', 'None', 0))
+
+    def test_verbose_forms(self):
+        self.assertEqual(info('-X', 'cds_verbose')[3], 1)
+        self.assertEqual(info('-X', 'cds_verbose=3')[3], 3)
+        self.assertEqual(info(env=clean_env(PYTHONCDSVERBOSE='2'))[3], 2)
+
+    def test_default_list_path_is_in_cwd(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            cwd = os.path.realpath(tmp)
+            mode, lst, _, _ = info('-X', 'cds=trace', cwd=cwd)
+            self.assertEqual(lst, os.path.join(cwd, 'pycds.lst'))
+            # the traced run wrote its list there
+            self.assertTrue(os.path.exists(lst))
+
+    def test_relative_paths_are_made_absolute(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            cwd = os.path.realpath(tmp)
+            _, lst, _, _ = info('-X', 'cds_list=sub/app.lst', cwd=cwd)
+            self.assertEqual(lst, os.path.join(cwd, 'sub/app.lst'))
+
+    def check_invalid(self, args, env, expected):
+        r = run_python(*args, '-c', 'print("ran")', env=env)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertNotIn('ran', r.stdout)
+        self.assertIn(expected, r.stderr)
+
+    def test_invalid_values(self):
+        cases = [
+            (('-X', 'cds=on'), None, 'bad value for option -X cds'),
+            (('-X', 'cds=TRACE'), None, 'bad value for option -X cds'),
+            (('-X', 'cds_verbose=x'), None, 'bad value for option -X cds_verbose'),
+            (('-X', 'cds_verbose=-1'), None, 'bad value for option -X cds_verbose'),
+            (('-X', 'cds_list='), None, 'require a path'),
+            (('-X', 'cds_archive='), None, 'require a path'),
+            ((), clean_env(PYTHONCDS='bogus'), 'bad value for PYTHONCDS'),
+            ((), clean_env(PYCDSMODE='bogus'), 'bad value for PYCDSMODE'),
+            ((), clean_env(PYTHONCDSVERBOSE='many'), 'bad value for PYTHONCDSVERBOSE'),
+            ((), clean_env(PYCDSVERBOSE='many'), 'bad value for PYCDSVERBOSE'),
+        ]
+        for args, env, expected in cases:
+            with self.subTest(args=args, env=env and {k: v for k, v in env.items() if 'CDS' in k}):
+                self.check_invalid(args, env, expected)
+        for value in ('"off"', '"trace"', '"dump"', '"share"'):
+            r = run_python('-X', 'cds=nope', '-c', 'pass')
+            self.assertIn(value, r.stderr)
+
+    def test_invalid_env_ignored_with_E(self):
+        r = run_python('-E', '-c', 'print("ran")',
+                       env=clean_env(PYTHONCDS='bogus'))
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, 'ran'))
+
+    def test_help_texts(self):
+        r = run_python('--help-xoptions')
+        for opt in ('-X cds=', '-X cds_list=PATH', '-X cds_archive=PATH',
+                    '-X cds_verbose'):
+            self.assertIn(opt, r.stdout)
+        r = run_python('--help-env')
+        for var in ('PYTHONCDS ', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE',
+                    'PYTHONCDSVERBOSE', 'PYCDSMODE'):
+            self.assertIn(var, r.stdout)
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -1,0 +1,289 @@
+/* pycds: the -X cds* options and PYTHONCDS* environment variables.
+ *
+ * The settings live in a process-wide structure rather than in PyConfig so
+ * that PyConfig's layout (part of the embedding API) stays that of stock
+ * CPython.  They are read during PyConfig_Read(), so that an invalid value
+ * stops start-up the same way as other invalid options do.
+ */
+
+#include "Python.h"
+#include "pycore_cds.h"
+#include "pycore_fileutils.h"     // _Py_EncodeLocaleRaw()
+#include "pycore_initconfig.h"    // _PyStatus_ERR()
+
+#include <stdarg.h>
+#include <strings.h>              // strcasecmp()
+#include <unistd.h>               // getcwd()
+
+static _PyCDS_Settings cds_settings = {_PyCDS_OFF, 0, NULL, NULL, "default"};
+
+const _PyCDS_Settings *
+_PyCDS_GetSettings(void)
+{
+    return &cds_settings;
+}
+
+const char *
+_PyCDS_ModeName(_PyCDS_Mode mode)
+{
+    switch (mode) {
+        case _PyCDS_TRACE: return "trace";
+        case _PyCDS_DUMP: return "dump";
+        case _PyCDS_SHARE: return "share";
+        default: return "off";
+    }
+}
+
+void
+_PyCDS_Log(int level, const char *fmt, ...)
+{
+    if (cds_settings.verbose < level) {
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("cds: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+    va_end(ap);
+}
+
+static const wchar_t *
+get_xoption(const PyConfig *config, const wchar_t *name, int *present)
+{
+    /* Like config_get_xoption_value(): the last occurrence wins.
+       "-X name" without "=" gives an empty value. */
+    size_t len = wcslen(name);
+    const wchar_t *value = NULL;
+    *present = 0;
+    for (Py_ssize_t i = 0; i < config->xoptions.length; i++) {
+        const wchar_t *opt = config->xoptions.items[i];
+        if (wcsncmp(opt, name, len) != 0) {
+            continue;
+        }
+        if (opt[len] == L'\0') {
+            value = L"";
+            *present = 1;
+        }
+        else if (opt[len] == L'=') {
+            value = opt + len + 1;
+            *present = 1;
+        }
+    }
+    return value;
+}
+
+static const char *
+get_env(const PyConfig *config, const char *name)
+{
+    if (!config->use_environment) {
+        return NULL;
+    }
+    const char *value = getenv(name);
+    return (value != NULL && value[0] != '\0') ? value : NULL;
+}
+
+static int
+parse_mode(const char *value, int ignore_case, _PyCDS_Mode *mode)
+{
+    static const char *names[] = {"off", "trace", "dump", "share"};
+    for (int i = 0; i < 4; i++) {
+        if (ignore_case ? strcasecmp(value, names[i]) == 0
+                        : strcmp(value, names[i]) == 0) {
+            *mode = (_PyCDS_Mode)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int
+parse_level(const char *value, int *level)
+{
+    if (value[0] == '\0') {
+        *level = 1;
+        return 0;
+    }
+    char *end;
+    long n = strtol(value, &end, 10);
+    if (*end != '\0' || n < 0 || n > 100) {
+        return -1;
+    }
+    *level = (int)n;
+    return 0;
+}
+
+/* Make 'path' absolute against the current directory, so that a later
+   chdir() by the program does not change which file is used. */
+static char *
+absolute_path(const char *path)
+{
+    if (path[0] == '/') {
+        char *copy = PyMem_RawMalloc(strlen(path) + 1);
+        if (copy != NULL) {
+            strcpy(copy, path);
+        }
+        return copy;
+    }
+    char cwd[4096];
+    if (getcwd(cwd, sizeof(cwd)) == NULL) {
+        strcpy(cwd, ".");
+    }
+    size_t n = strlen(cwd) + strlen(path) + 2;
+    char *result = PyMem_RawMalloc(n);
+    if (result != NULL) {
+        snprintf(result, n, "%s/%s", cwd, path);
+    }
+    return result;
+}
+
+/* Read a path option: -X NAME=PATH, then each environment variable. */
+static PyStatus
+read_path(const PyConfig *config, const wchar_t *xname, const char *env1,
+          const char *env2, char **result)
+{
+    int present;
+    const wchar_t *xvalue = get_xoption(config, xname, &present);
+    char *raw = NULL;
+    if (present) {
+        if (xvalue[0] == L'\0') {
+            return PyStatus_Error("-X cds_list and -X cds_archive require a "
+                                 "path (-X cds_list=PATH)");
+        }
+        raw = _Py_EncodeLocaleRaw(xvalue, NULL);
+        if (raw == NULL) {
+            return _PyStatus_NO_MEMORY();
+        }
+    }
+    else {
+        const char *env = get_env(config, env1);
+        if (env == NULL) {
+            env = get_env(config, env2);
+        }
+        if (env == NULL) {
+            *result = NULL;
+            return _PyStatus_OK();
+        }
+        raw = PyMem_RawMalloc(strlen(env) + 1);
+        if (raw == NULL) {
+            return _PyStatus_NO_MEMORY();
+        }
+        strcpy(raw, env);
+    }
+    *result = absolute_path(raw);
+    PyMem_RawFree(raw);
+    if (*result == NULL) {
+        return _PyStatus_NO_MEMORY();
+    }
+    return _PyStatus_OK();
+}
+
+PyStatus
+_PyCDS_ReadConfig(const PyConfig *config)
+{
+    _PyCDS_Settings s = {_PyCDS_OFF, 0, NULL, NULL, "default"};
+    int present;
+
+    /* mode: -X cds wins over PYTHONCDS, which wins over PYCDSMODE */
+    const wchar_t *xmode = get_xoption(config, L"cds", &present);
+    if (present) {
+        if (xmode[0] == L'\0') {
+            s.mode = _PyCDS_SHARE;   /* "-X cds" alone turns sharing on */
+        }
+        else {
+            char *value = _Py_EncodeLocaleRaw(xmode, NULL);
+            if (value == NULL) {
+                return _PyStatus_NO_MEMORY();
+            }
+            int err = parse_mode(value, 0, &s.mode);
+            PyMem_RawFree(value);
+            if (err < 0) {
+                return PyStatus_Error("bad value for option -X cds (expected "
+                                     "\"off\", \"trace\", \"dump\" or "
+                                     "\"share\")");
+            }
+        }
+        s.mode_source = "-X cds";
+    }
+    else if (get_env(config, "PYTHONCDS") != NULL) {
+        if (parse_mode(get_env(config, "PYTHONCDS"), 0, &s.mode) < 0) {
+            return PyStatus_Error("bad value for PYTHONCDS (expected \"off\", "
+                                 "\"trace\", \"dump\" or \"share\")");
+        }
+        s.mode_source = "PYTHONCDS";
+    }
+    else if (get_env(config, "PYCDSMODE") != NULL) {
+        if (parse_mode(get_env(config, "PYCDSMODE"), 1, &s.mode) < 0) {
+            return PyStatus_Error("bad value for PYCDSMODE (expected TRACE, "
+                                 "DUMP, SHARE or OFF)");
+        }
+        s.mode_source = "PYCDSMODE";
+    }
+
+    /* DUMP and SHARE come with the archive format (issue 3). */
+    if (s.mode == _PyCDS_DUMP || s.mode == _PyCDS_SHARE) {
+        return PyStatus_Error("-X cds=dump and -X cds=share are not "
+                              "available yet in this build");
+    }
+
+    /* verbosity */
+    const wchar_t *xverbose = get_xoption(config, L"cds_verbose", &present);
+    if (present) {
+        char *value = _Py_EncodeLocaleRaw(xverbose, NULL);
+        if (value == NULL) {
+            return _PyStatus_NO_MEMORY();
+        }
+        int err = parse_level(value, &s.verbose);
+        PyMem_RawFree(value);
+        if (err < 0) {
+            return PyStatus_Error("bad value for option -X cds_verbose "
+                                 "(expected an integer from 0 to 100)");
+        }
+    }
+    else {
+        const char *env = get_env(config, "PYTHONCDSVERBOSE");
+        const char *name = "PYTHONCDSVERBOSE";
+        if (env == NULL) {
+            env = get_env(config, "PYCDSVERBOSE");
+            name = "PYCDSVERBOSE";
+        }
+        if (env != NULL && parse_level(env, &s.verbose) < 0) {
+            return (strcmp(name, "PYTHONCDSVERBOSE") == 0)
+                ? PyStatus_Error("bad value for PYTHONCDSVERBOSE (expected "
+                                "an integer from 0 to 100)")
+                : PyStatus_Error("bad value for PYCDSVERBOSE (expected "
+                                "an integer from 0 to 100)");
+        }
+    }
+
+    PyStatus status = read_path(config, L"cds_list", "PYTHONCDSLIST",
+                                "PYCDSLIST", &s.list_path);
+    if (_PyStatus_EXCEPTION(status)) {
+        return status;
+    }
+    status = read_path(config, L"cds_archive", "PYTHONCDSARCHIVE",
+                       "PYCDSARCHIVE", &s.archive_path);
+    if (_PyStatus_EXCEPTION(status)) {
+        PyMem_RawFree(s.list_path);
+        return status;
+    }
+
+    /* Fill in the documented defaults for the paths the mode needs. */
+    if (s.list_path == NULL
+        && (s.mode == _PyCDS_TRACE || s.mode == _PyCDS_DUMP))
+    {
+        s.list_path = absolute_path(_PyCDS_DEFAULT_LIST);
+    }
+    if (s.archive_path == NULL
+        && (s.mode == _PyCDS_DUMP || s.mode == _PyCDS_SHARE))
+    {
+        s.archive_path = absolute_path(_PyCDS_DEFAULT_ARCHIVE);
+    }
+
+    /* The configuration may be read more than once: keep the latest. */
+    PyMem_RawFree(cds_settings.list_path);
+    PyMem_RawFree(cds_settings.archive_path);
+    cds_settings = s;
+    return _PyStatus_OK();
+}
