@@ -221,12 +221,6 @@ _PyCDS_ReadConfig(const PyConfig *config)
         s.mode_source = "PYCDSMODE";
     }
 
-    /* DUMP and SHARE come with the archive format (issue 3). */
-    if (s.mode == _PyCDS_DUMP || s.mode == _PyCDS_SHARE) {
-        return PyStatus_Error("-X cds=dump and -X cds=share are not "
-                              "available yet in this build");
-    }
-
     /* verbosity */
     const wchar_t *xverbose = get_xoption(config, L"cds_verbose", &present);
     if (present) {
