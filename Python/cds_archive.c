@@ -547,7 +547,14 @@ write_object(writer *w, PyObject *op, uint32_t *region, uint64_t *offset)
         }
         PyASCIIObject *s = (PyASCIIObject *)(w->region[*region].data + at);
         s->hash = -1;
+        /* rebuild the state word: its padding bits are not initialized in
+           the live object, and the archive must be reproducible */
+        memset((char *)s + offsetof(PyASCIIObject, state), 0,
+               sizeof(PyASCIIObject) - offsetof(PyASCIIObject, state));
         s->state.interned = SSTATE_NOT_INTERNED;
+        s->state.kind = PyUnicode_KIND(op);
+        s->state.compact = 1;
+        s->state.ascii = PyUnicode_IS_ASCII(op);
         s->state.statically_allocated = 1;   /* never freed */
         if (!PyUnicode_IS_ASCII(op)) {
             ((PyCompactUnicodeObject *)s)->utf8 = NULL;
@@ -606,12 +613,20 @@ _Py_COMP_DIAG_POP
     else if (PyCode_Check(op)) {
         PyCodeObject *co = (PyCodeObject *)op;
         size_t size = _PyObject_VAR_SIZE(&PyCode_Type, Py_SIZE(co));
+        /* copy only the bytes in use: the allocation's tail is garbage */
+        size_t used = offsetof(PyCodeObject, co_code_adaptive)
+                      + Py_SIZE(co) * sizeof(_Py_CODEUNIT);
         *region = HOT;
-        at = copy_object(w, *region, op, op, size, 0);
-        if (at < 0) {
+        at = copy_object(w, *region, op, op, used, 0);
+        if (at < 0 || buf_reserve(&w->region[*region], size - used) < 0) {
             return -1;
         }
+        memset(w->region[*region].data + at + used, 0, size - used);
+        w->region[*region].len = at + size;
         PyCodeObject *copy = (PyCodeObject *)(w->region[*region].data + at);
+        /* the padding after _co_firsttraceable is not initialized */
+        size_t hole = offsetof(PyCodeObject, _co_firsttraceable) + sizeof(int);
+        memset((char *)copy + hole, 0, offsetof(PyCodeObject, co_extra) - hole);
         /* per-process state: set at load (co_version) or lazily */
         copy->co_version = 0;
         copy->co_weakreflist = NULL;
@@ -1250,11 +1265,13 @@ _PyCDS_RunDump(void)
             PyObject *found = find_source(machinery, name, &reason);
             if (found != NULL) {
                 err = dump_source(&w, machinery, name, found, &archived, &skipped);
-                Py_DECREF(found);
             }
             PyObject *listed = PyUnicode_DecodeFSDefault(e->path);
             if (listed == NULL) {
                 err = -1;
+            }
+            else if (found != NULL && PyUnicode_Compare(found, listed) == 0) {
+                /* the same file: done */
             }
             else if (err == 0) {
                 if (access(e->path, F_OK) == 0) {
@@ -1267,6 +1284,7 @@ _PyCDS_RunDump(void)
                 }
             }
             Py_XDECREF(listed);
+            Py_XDECREF(found);
         }
         Py_DECREF(name);
         if (err < 0) {
@@ -1412,8 +1430,15 @@ open_archive(void)
     /* Map the whole file privately, where it was laid out if possible. */
     void *want = (void *)(uintptr_t)h.preferred_base;
     int flags = MAP_PRIVATE;
+    if (_PyCDS_GetSettings()->force_relocation) {
+        /* -X cds_relocate: let the kernel choose, as when the preferred
+           address is taken */
+        want = NULL;
+    }
 #ifdef MAP_FIXED_NOREPLACE
-    flags |= MAP_FIXED_NOREPLACE;
+    if (want != NULL) {
+        flags |= MAP_FIXED_NOREPLACE;
+    }
 #endif
     char *base = mmap(want, size, PROT_READ | PROT_WRITE, flags, fd, 0);
 #ifdef MAP_FIXED_NOREPLACE
@@ -1680,4 +1705,28 @@ _PyCDS_Info(void)
         "relocated", cds.relocated,
         "mapped_at_preferred_address",
         (cds.state > 0 && cds.archive_delta == 0) ? Py_True : Py_False);
+}
+
+/* PYTHONCDSSTATS=FILE (a testing aid): at exit, append one line of this
+   process's share-mode counters to FILE, so that a test harness can prove
+   that the processes it started were served from the archive. */
+void
+_PyCDS_WriteStats(void)
+{
+    const PyConfig *config = _Py_GetConfig();
+    const char *path = config->use_environment ? getenv("PYTHONCDSSTATS") : NULL;
+    if (path == NULL || path[0] == '\0') {
+        return;
+    }
+    char line[256];
+    int n = snprintf(line, sizeof(line),
+                     "pid=%ld active=%d served=%zd stale=%zd missed=%zd "
+                     "rejected=%zd\n", (long)getpid(), cds.state > 0,
+                     cds.served, cds.stale, cds.missed, cds.rejected);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        /* one write() of less than PIPE_BUF bytes: lines never interleave */
+        (void)write(fd, line, (size_t)n);
+        close(fd);
+    }
 }

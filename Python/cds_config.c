@@ -15,7 +15,7 @@
 #include <strings.h>              // strcasecmp()
 #include <unistd.h>               // getcwd()
 
-static _PyCDS_Settings cds_settings = {_PyCDS_OFF, 0, NULL, NULL, "default"};
+static _PyCDS_Settings cds_settings = {_PyCDS_OFF, 0, NULL, NULL, "default", 0};
 
 const _PyCDS_Settings *
 _PyCDS_GetSettings(void)
@@ -182,8 +182,11 @@ read_path(const PyConfig *config, const wchar_t *xname, const char *env1,
 PyStatus
 _PyCDS_ReadConfig(const PyConfig *config)
 {
-    _PyCDS_Settings s = {_PyCDS_OFF, 0, NULL, NULL, "default"};
+    _PyCDS_Settings s = {_PyCDS_OFF, 0, NULL, NULL, "default", 0};
     int present;
+
+    /* testing aid: force the relocation path of SHARE */
+    (void)get_xoption(config, L"cds_relocate", &s.force_relocation);
 
     /* mode: -X cds wins over PYTHONCDS, which wins over PYCDSMODE */
     const wchar_t *xmode = get_xoption(config, L"cds", &present);

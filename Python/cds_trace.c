@@ -392,5 +392,8 @@ _PyCDS_Fini(void)
     if (s->mode == _PyCDS_TRACE && s->list_path != NULL) {
         flush_trace(s->list_path);
     }
+    if (s->mode == _PyCDS_SHARE) {
+        _PyCDS_WriteStats();
+    }
     _PyCDS_ListClear(&traced);
 }

@@ -31,6 +31,8 @@ typedef struct {
     char *archive_path;    /* absolute, or NULL when not set */
     /* where each value came from, for introspection ("-X", "env", ...) */
     const char *mode_source;
+    /* -X cds_relocate (testing): map away from the preferred address */
+    int force_relocation;
 } _PyCDS_Settings;
 
 /* Default file names, relative to the working directory at start-up. */
@@ -75,6 +77,7 @@ extern PyObject *_PyCDS_ArchiveLookup(const char *kind, PyObject *name,
                                       PyObject *path);
 extern PyObject *_PyCDS_FindFrozenCode(PyObject *name);
 extern int _PyCDS_IsArchivedObject(PyObject *op);
+extern void _PyCDS_WriteStats(void);
 extern PyObject *_PyCDS_Info(void);
 
 /* _imp._cds_find_code(): the one hook called from

@@ -1,0 +1,137 @@
+"""An independent reader of the pycds archive format.
+
+Written from Doc/library/cds-format.rst, not from the C sources, so that
+the tests check the format as documented.
+"""
+
+import struct
+
+MAGIC = b'PYCDS\r\n\x1a'
+COMPLETE = 0x45544c504d4f43
+PAGE = 4096
+
+HEADER = struct.Struct('<8sII32sQQQQQQQQQQQQQQqQQQ')
+HEADER_FIELDS = ('magic', 'format_version', 'header_size', 'fingerprint',
+                 'preferred_base', 'file_size', 'index_offset', 'module_count',
+                 'strtab_offset', 'strtab_size', 'reloc_offset', 'reloc_count',
+                 'fixup_offset', 'fixup_count', 'hot_offset', 'hot_size',
+                 'cold_offset', 'cold_size', 'optimize', 'index_checksum',
+                 'header_checksum', 'complete')
+
+ENTRY = struct.Struct('<IIQQQqqQQQQQQQQQQ')
+ENTRY_FIELDS = ('kind', 'name_len', 'name_off', 'path_off', 'path_len',
+                'mtime_ns', 'size', 'code', 'hot_start', 'hot_end',
+                'cold_start', 'cold_end', 'reloc_start', 'reloc_count',
+                'fixup_start', 'fixup_count', 'checksum')
+KINDS = {1: 'source', 2: 'frozen'}
+FIXUP = struct.Struct('<QQ')
+FIXUP_KINDS = {1: 'intern', 2: 'frozenset', 3: 'code'}
+
+M64 = (1 << 64) - 1
+P1 = 0x9E3779B185EBCA87
+P2 = 0xC2B2AE3D27D4EB4F
+
+
+def _rotl(x, r):
+    return ((x << r) | (x >> (64 - r))) & M64
+
+
+def checksum(data, h=0):
+    """The archive's 64-bit checksum of 'data', continuing from 'h'."""
+    data = bytes(data)
+    n = len(data)
+    h = (h ^ (n * P1)) & M64
+    end = n - n % 8
+    for (w,) in struct.iter_unpack('<Q', data[:end]):
+        h = (_rotl((h + w * P2) & M64, 31) * P1) & M64
+    for b in data[end:]:
+        h = (_rotl(h ^ ((b * P1) & M64), 11) * P2) & M64
+    h ^= h >> 33
+    h = (h * P2) & M64
+    h ^= h >> 29
+    return h
+
+
+def read_header(data):
+    return dict(zip(HEADER_FIELDS, HEADER.unpack_from(data, 0)))
+
+
+def header_checksum(fields):
+    f = dict(fields, header_checksum=0, complete=0)
+    return checksum(HEADER.pack(*(f[k] for k in HEADER_FIELDS)))
+
+
+def set_header(data, **changes):
+    """Return 'data' with header fields changed and the checksum redone."""
+    h = read_header(data)
+    h.update(changes)
+    h['header_checksum'] = header_checksum(h)
+    return HEADER.pack(*(h[k] for k in HEADER_FIELDS)) + bytes(data[HEADER.size:])
+
+
+def read_index(data):
+    h = read_header(data)
+    strtab = h['strtab_offset']
+    entries = []
+    for i in range(h['module_count']):
+        e = dict(zip(ENTRY_FIELDS,
+                     ENTRY.unpack_from(data, h['index_offset'] + i * ENTRY.size)))
+        e['kind'] = KINDS[e['kind']]
+        e['name'] = bytes(data[strtab + e['name_off']:
+                               strtab + e['name_off'] + e['name_len']]).decode()
+        e['path'] = (bytes(data[strtab + e['path_off']:
+                                strtab + e['path_off'] + e['path_len']])
+                     if e['path_len'] else None)
+        entries.append(e)
+    return entries
+
+
+def relocations(data, entry):
+    h = read_header(data)
+    start = h['reloc_offset'] + 8 * entry['reloc_start']
+    return [w for (w,) in struct.iter_unpack(
+        '<Q', data[start:start + 8 * entry['reloc_count']])]
+
+
+def fixups(data, entry):
+    h = read_header(data)
+    start = h['fixup_offset'] + FIXUP.size * entry['fixup_start']
+    return [(off, FIXUP_KINDS[kind]) for off, kind in FIXUP.iter_unpack(
+        data[start:start + FIXUP.size * entry['fixup_count']])]
+
+
+def module_checksum(data, entry):
+    h = read_header(data)
+    c = checksum(data[entry['hot_start']:entry['hot_end']])
+    c = checksum(data[entry['cold_start']:entry['cold_end']], c)
+    rs = h['reloc_offset'] + 8 * entry['reloc_start']
+    c = checksum(data[rs:rs + 8 * entry['reloc_count']], c)
+    fs = h['fixup_offset'] + FIXUP.size * entry['fixup_start']
+    return checksum(data[fs:fs + FIXUP.size * entry['fixup_count']], c)
+
+
+def validate(data):
+    """Check an archive as SHARE does; return a list of problems."""
+    problems = []
+    h = read_header(data)
+    if h['magic'] != MAGIC:
+        return ['bad magic']
+    if h['complete'] != COMPLETE:
+        problems.append('incomplete')
+    if header_checksum(h) != h['header_checksum']:
+        problems.append('header checksum')
+    if h['file_size'] != len(data):
+        problems.append('file size')
+    idx = data[h['index_offset']:h['index_offset'] + h['module_count'] * ENTRY.size]
+    strtab = data[h['strtab_offset']:h['strtab_offset'] + h['strtab_size']]
+    if checksum(strtab, checksum(idx)) != h['index_checksum']:
+        problems.append('index checksum')
+    for e in read_index(data):
+        if module_checksum(data, e) != e['checksum']:
+            problems.append(f"{e['name']}: checksum")
+        for r in relocations(data, e):
+            off = r & ~1
+            if not (e['hot_start'] <= off < e['hot_end']
+                    or e['cold_start'] <= off < e['cold_end']):
+                problems.append(f"{e['name']}: relocation outside the module")
+    return problems

@@ -1,0 +1,563 @@
+"""DUMP and SHARE: archives written and used end to end, in subprocesses."""
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import unittest
+
+from test.support import os_helper
+from test.test_cds.util import clean_env, read_list, run_python
+from test.test_cds import format as cdsformat
+
+# A small application: constants of every archived type, closures, classes,
+# frozensets (hash-seed dependent), non-ASCII identifiers and strings.
+APP_FILES = {
+    'cdsapp/__init__.py': '''
+        """The cdsapp package."""
+        from cdsapp import consts, shapes
+        VERSION = (1, 2)
+    ''',
+    'cdsapp/consts.py': '''
+        BIG = 2 ** 200 - 12345
+        NEG = -(2 ** 70)
+        SMALL = (-5, 0, 256, 257)
+        FLOATS = (1.5, -0.0, float("inf"), 1e300)
+        COMPLEX = 3 + 4j
+        DATA = b"\\x00\\xffbytes"
+        LATIN1 = "caf\\xe9 na\\xefve"
+        UCS2 = "\\u03b1\\u03b2\\u03b3 \\u4e2d\\u6587"
+        UCS4 = "emoji \\U0001F600 \\U0001F680"
+        ÄNDERUNG = "identifier with umlaut"
+        EMPTY = ("", b"", ())
+        NESTED = (1, (2, (3, ("deep", None, True, False, ...))))
+
+        def member(x):
+            return x in {"alpha", "beta", "gamma", 42, (1, 2)}
+
+        def keyword(word):
+            return word in frozenset({"if", "else", "while"})
+    ''',
+    'cdsapp/shapes.py': '''
+        import dataclasses, math
+
+        @dataclasses.dataclass
+        class Point:
+            x: float
+            y: float
+
+            def norm(self):
+                return math.hypot(self.x, self.y)
+
+        def make_adder(n):
+            def add(x):
+                return x + n
+            return add
+
+        def fail(depth=0):
+            if depth == 2:
+                raise ValueError("boom from shapes")
+            return fail(depth + 1)
+
+        class Meta(type):
+            def __repr__(cls):
+                return f"<Meta {cls.__qualname__}>"
+
+        class Shape(metaclass=Meta):
+            sides = 0
+            def describe(self):
+                return f"{type(self).__name__} with {self.sides} sides"
+
+        class Square(Shape):
+            sides = 4
+    ''',
+    'main.py': '''
+        import sys, json, traceback
+        import cdsapp
+        from cdsapp import consts, shapes
+        out = []
+        out.append(repr((consts.BIG, consts.NEG, consts.SMALL, consts.FLOATS,
+                         consts.COMPLEX, consts.DATA, consts.LATIN1,
+                         consts.UCS2, consts.UCS4, consts.ÄNDERUNG,
+                         consts.EMPTY, consts.NESTED)))
+        out.append(repr([consts.member(v) for v in
+                         ("alpha", "delta", 42, (1, 2), 7)]))
+        out.append(repr([consts.keyword(w) for w in ("if", "for")]))
+        p = shapes.Point(3, 4)
+        out.append(repr((p, p.norm(), shapes.make_adder(5)(10))))
+        out.append(repr((shapes.Square().describe(), shapes.Square)))
+        try:
+            shapes.fail()
+        except ValueError:
+            tb = traceback.format_exc()
+            out.append(tb.replace(sys.prefix, "<prefix>"))
+        for m in (cdsapp, consts, shapes, json):
+            spec = m.__spec__
+            out.append(repr((m.__name__, m.__file__, m.__cached__,
+                             spec.origin, spec.cached, type(m.__loader__).__name__,
+                             getattr(m, "__path__", None),
+                             spec.submodule_search_locations,
+                             m.__doc__ and m.__doc__[:20])))
+        print("\\n".join(out))
+    ''',
+}
+
+
+def write_app(root):
+    for rel, text in APP_FILES.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'w', encoding='utf-8') as f:
+            f.write(textwrap.dedent(text).lstrip())
+
+
+INFO = 'import _cds, json; print(json.dumps(_cds.info()))'
+
+
+class ShareTestCase(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = os.path.realpath(tempfile.mkdtemp())
+        self.addCleanup(os_helper.rmtree, self.tmp)
+        write_app(self.tmp)
+        self.main = os.path.join(self.tmp, 'main.py')
+        self.lst = os.path.join(self.tmp, 'app.lst')
+        self.archive = os.path.join(self.tmp, 'app.cds')
+
+    def python(self, *args, env=None, check=True):
+        r = run_python(*args, env=env, cwd=self.tmp)
+        if check:
+            self.assertEqual(r.returncode, 0, r.stderr)
+        return r
+
+    def trace_and_dump(self, *extra):
+        self.python('-X', 'cds=trace', '-X', f'cds_list={self.lst}', *extra,
+                    self.main)
+        r = self.python('-X', 'cds=dump', '-X', f'cds_list={self.lst}',
+                        '-X', f'cds_archive={self.archive}', *extra)
+        return r
+
+    def share(self, *args, archive=None, env=None, check=True):
+        return self.python('-X', 'cds=share',
+                           '-X', f'cds_archive={archive or self.archive}',
+                           *args, env=env, check=check)
+
+    def share_info(self, *args, code='', archive=None, env=None):
+        r = self.share(*args, '-c', code + '\n' + INFO, archive=archive,
+                       env=env)
+        return r, json.loads(r.stdout.splitlines()[-1])
+
+
+class WorkflowTests(ShareTestCase):
+
+    def test_same_output_and_served_from_archive(self):
+        r = self.trace_and_dump()
+        self.assertRegex(r.stderr, r'cds: dump: \d+ modules archived, \d+ skipped; '
+                                   r'\d+ objects, \d+ bytes, [\d.]+ s -> ')
+        off = self.python(self.main)
+        shared = self.share(self.main)
+        self.assertEqual(shared.stdout, off.stdout)
+        self.assertIn('boom from shapes', shared.stdout)
+
+        listed = {name for name, kind, path in read_list(self.lst)}
+        code = ('import sys; sys.path.insert(0, %r)\n'
+                'import cdsapp, cdsapp.shapes, _cds\n'
+                'assert _cds.is_archived(cdsapp.shapes.make_adder.__code__)\n'
+                'assert _cds.is_archived(cdsapp.__spec__.loader.get_code("cdsapp"))\n'
+                'assert not _cds.is_archived(compile("1", "", "eval"))\n'
+                % self.tmp)
+        r, info = self.share_info(code=code)
+        self.assertTrue(info['active'])
+        self.assertGreaterEqual(info['served'], 3)
+        self.assertEqual(info['stale'], 0)
+        self.assertEqual(info['rejected'], 0)
+        self.assertEqual(info['modules'], len(listed))
+
+    def test_every_traced_module_is_served(self):
+        self.trace_and_dump()
+        sources = [n for n, k, p in read_list(self.lst) if k == 'source']
+        code = 'import runpy; runpy.run_path(%r)' % self.main
+        r, info = self.share_info(code=code)
+        self.assertGreaterEqual(info['served'], len(sources))
+        self.assertEqual(info['stale'], 0)
+
+    def test_dump_is_reproducible(self):
+        self.trace_and_dump()
+        with open(self.archive, 'rb') as f:
+            first = f.read()
+        self.python('-X', 'cds=dump', '-X', f'cds_list={self.lst}',
+                    '-X', f'cds_archive={self.archive}')
+        with open(self.archive, 'rb') as f:
+            second = f.read()
+        self.assertEqual(first, second)
+
+    def test_dump_leaves_no_temporary_file(self):
+        self.trace_and_dump()
+        left = [f for f in os.listdir(self.tmp) if '.tmp.' in f]
+        self.assertEqual(left, [])
+
+    def test_dump_rejects_a_program(self):
+        r = self.python('-X', 'cds=dump', '-X', f'cds_list={self.lst}',
+                        '-X', f'cds_archive={self.archive}', '-c', 'pass',
+                        check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn('takes no script', r.stderr)
+        self.assertFalse(os.path.exists(self.archive))
+
+    def test_dump_unwritable_target(self):
+        self.trace_and_dump()
+        target = os.path.join(self.tmp, 'no-such-dir', 'app.cds')
+        r = self.python('-X', 'cds=dump', '-X', f'cds_list={self.lst}',
+                        '-X', f'cds_archive={target}', check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot write archive", r.stderr)
+        self.assertIn(target, r.stderr)
+
+    def test_dump_missing_or_garbage_list(self):
+        missing = os.path.join(self.tmp, 'missing.lst')
+        r = self.python('-X', 'cds=dump', '-X', f'cds_list={missing}',
+                        '-X', f'cds_archive={self.archive}', check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(missing, r.stderr)
+        with open(self.lst, 'w') as f:
+            f.write('json\tsource\t/x.py\nnot a list line\n')
+        r = self.python('-X', 'cds=dump', '-X', f'cds_list={self.lst}',
+                        '-X', f'cds_archive={self.archive}', check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('line 2', r.stderr)
+        self.assertFalse(os.path.exists(self.archive))
+
+    def test_dump_skips_what_cannot_be_archived(self):
+        os.makedirs(os.path.join(self.tmp, 'nspkg'))
+        with open(os.path.join(self.tmp, 'broken.py'), 'w') as f:
+            f.write('def broken(:\n')
+        import _json
+        lines = ['# pycds module list 1',
+                 f'json\tsource\t{json.__file__}',
+                 f'no_such_module\tsource\t{self.tmp}/no_such_module.py',
+                 f'broken\tsource\t{self.tmp}/broken.py',
+                 f'nspkg\tsource\t{self.tmp}/nspkg/__init__.py',
+                 f'_json\tsource\t{getattr(_json, "__file__", "/nonexistent/_json.py")}',
+                 'no_such_frozen\tfrozen',
+                 'zipimport\tfrozen']
+        with open(self.lst, 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        r = self.python('-X', 'cds=dump', '-X', 'cds_verbose',
+                        '-X', f'cds_list={self.lst}',
+                        '-X', f'cds_archive={self.archive}')
+        self.assertRegex(r.stderr, r'cds: dump: 2 modules archived, 5 skipped')
+        self.assertIn('skipped no_such_module', r.stderr)
+        self.assertIn('skipped broken: SyntaxError', r.stderr)
+        self.assertIn('skipped nspkg', r.stderr)
+        self.assertIn('skipped no_such_frozen', r.stderr)
+        r, info = self.share_info(code='import json')
+        self.assertEqual(info['modules'], 2)
+
+    def test_tracebacks_inspect_and_attributes(self):
+        self.trace_and_dump()
+        code = textwrap.dedent('''
+            import sys, inspect, dis, io, marshal, pickle
+            sys.path.insert(0, %r)
+            from cdsapp import shapes, consts
+            print(inspect.getsource(shapes.make_adder))
+            buf = io.StringIO()
+            dis.dis(shapes.Point.norm, file=buf)
+            print(buf.getvalue())
+            co = shapes.make_adder.__code__
+            print(list(co.co_lines()), list(co.co_positions())[:5])
+            print(marshal.loads(marshal.dumps(co)) == co)
+            print(co.replace(co_name="other").co_name, co.co_name)
+            print(pickle.loads(pickle.dumps(shapes.make_adder)) is shapes.make_adder)
+            # (a frozenset's iteration order depends on the hash seed)
+            print(shapes.fail.__code__.co_qualname,
+                  [sorted(c, key=repr) if isinstance(c, frozenset) else c
+                   for c in consts.member.__code__.co_consts])
+        ''' % self.tmp)
+        off = self.python('-c', code)
+        shared = self.share('-c', code)
+        self.assertEqual(shared.stdout, off.stdout)
+
+
+class StalenessTests(ShareTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.trace_and_dump()
+        self.shapes = os.path.join(self.tmp, 'cdsapp', 'shapes.py')
+        self.probe = ('import sys; sys.path.insert(0, %r)\n'
+                      'from cdsapp import shapes\n'
+                      'print(getattr(shapes, "MARK", "old"))\n' % self.tmp)
+
+    def probe_run(self):
+        r, info = self.share_info(code=self.probe)
+        return r.stdout.splitlines()[0], info
+
+    def test_unchanged_is_served(self):
+        mark, info = self.probe_run()
+        self.assertEqual((mark, info['stale']), ('old', 0))
+
+    def test_edit_same_size(self):
+        with open(self.shapes) as f:
+            text = f.read()
+        st = os.stat(self.shapes)
+        new = text.replace('import dataclasses, math',
+                           'import dataclasses, math; MARK = "new"', 1)
+        new = new.replace('"boom from shapes"', '"boom"', 1)
+        with open(self.shapes, 'w') as f:
+            f.write(new)
+        # same mtime, different size: still detected
+        os.utime(self.shapes, ns=(st.st_atime_ns, st.st_mtime_ns))
+        mark, info = self.probe_run()
+        self.assertEqual(mark, 'new')
+        self.assertEqual(info['stale'], 1)
+
+    def test_edit_same_size_new_mtime(self):
+        with open(self.shapes) as f:
+            text = f.read()
+        new = text.replace('sides = 4', 'sides = 5', 1)
+        self.assertEqual(len(new), len(text))
+        time.sleep(0.01)
+        with open(self.shapes, 'w') as f:
+            f.write(new)
+        code = ('import sys; sys.path.insert(0, %r)\n'
+                'from cdsapp import shapes; print(shapes.Square.sides)\n' % self.tmp)
+        r, info = self.share_info(code=code)
+        self.assertEqual(r.stdout.splitlines()[0], '5')
+        self.assertEqual(info['stale'], 1)
+
+    def test_touch(self):
+        st = os.stat(self.shapes)
+        os.utime(self.shapes, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+        mark, info = self.probe_run()
+        self.assertEqual((mark, info['stale']), ('old', 1))
+
+    def test_truncate(self):
+        open(self.shapes, 'w').close()
+        mark, info = self.probe_run()
+        self.assertEqual((mark, info['stale']), ('old', 1))   # empty module
+
+    def test_delete(self):
+        os.unlink(self.shapes)
+        shutil.rmtree(os.path.join(self.tmp, 'cdsapp', '__pycache__'),
+                      ignore_errors=True)
+        r = self.share('-c', self.probe, check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn('ImportError', r.stderr)
+
+    def test_shadowed_by_another_file(self):
+        # a module earlier on sys.path wins, as with a normal import
+        other = os.path.join(self.tmp, 'first')
+        os.makedirs(os.path.join(other, 'cdsapp'))
+        with open(os.path.join(other, 'cdsapp', '__init__.py'), 'w') as f:
+            f.write('from cdsapp import shapes\n')
+        with open(os.path.join(other, 'cdsapp', 'shapes.py'), 'w') as f:
+            f.write('MARK = "shadow"\n')
+        code = ('import sys; sys.path[:0] = [%r, %r]\n'
+                'from cdsapp import shapes; print(shapes.MARK)\n' % (other, self.tmp))
+        r, info = self.share_info(code=code)
+        self.assertEqual(r.stdout.splitlines()[0], 'shadow')
+
+
+class BadArchiveTests(ShareTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.trace_and_dump()
+        with open(self.archive, 'rb') as f:
+            self.good = f.read()
+        self.expected = self.python(self.main).stdout
+
+    def check_unusable(self, data, reason):
+        bad = os.path.join(self.tmp, 'bad.cds')
+        if data is not None:
+            with open(bad, 'wb') as f:
+                f.write(data)
+        r = self.share('-X', 'cds_verbose', self.main, archive=bad)
+        self.assertEqual(r.stdout, self.expected)
+        self.assertIn(f"cds: archive '{bad}' not used: ", r.stderr)
+        self.assertIn(reason, r.stderr)
+        self.assertEqual(len([l for l in r.stderr.splitlines() if 'not used' in l]), 1)
+        # silent without -X cds_verbose
+        r = self.share(self.main, archive=bad)
+        self.assertEqual((r.stdout, r.stderr), (self.expected, ''))
+
+    def test_missing(self):
+        self.check_unusable(None, 'no such file')
+
+    def test_empty_and_garbage(self):
+        self.check_unusable(b'', 'truncated header')
+        self.check_unusable(b'\x7fELF' + bytes(500), 'bad magic')
+        self.check_unusable(b'hello world\n' * 1000, 'bad magic')
+
+    def test_truncated(self):
+        self.check_unusable(self.good[:len(self.good) // 2], 'truncated')
+        self.check_unusable(self.good[:100], 'truncated header')
+
+    def test_incomplete(self):
+        data = cdsformat.set_header(self.good, complete=0)
+        self.check_unusable(data, 'incomplete archive')
+
+    def test_corrupt_header(self):
+        data = bytearray(self.good)
+        data[100] ^= 0xFF      # inside a header field
+        self.check_unusable(bytes(data), 'header checksum mismatch')
+
+    def test_other_build(self):
+        h = cdsformat.read_header(self.good)
+        fp = bytearray(h['fingerprint'])
+        fp[0] ^= 1
+        data = cdsformat.set_header(self.good, fingerprint=bytes(fp))
+        self.check_unusable(data, 'different interpreter build')
+
+    def test_other_format_version(self):
+        data = cdsformat.set_header(self.good, format_version=99)
+        self.check_unusable(data, 'format version')
+
+    def test_corrupt_index(self):
+        h = cdsformat.read_header(self.good)
+        data = bytearray(self.good)
+        data[h['index_offset'] + 40] ^= 0x01
+        self.check_unusable(bytes(data), 'index checksum mismatch')
+
+    def test_corrupt_module_objects(self):
+        # a damaged module is not used; the others still are
+        h = cdsformat.read_header(self.good)
+        entries = cdsformat.read_index(self.good)
+        victim = next(e for e in entries if e['name'] == 'cdsapp.shapes')
+        data = bytearray(self.good)
+        data[victim['cold_start'] + 24] ^= 0xFF
+        bad = os.path.join(self.tmp, 'bad.cds')
+        with open(bad, 'wb') as f:
+            f.write(data)
+        r = self.share('-X', 'cds_verbose', self.main, archive=bad)
+        self.assertEqual(r.stdout, self.expected)
+        self.assertIn('module cdsapp.shapes: checksum mismatch', r.stderr)
+        code = 'import sys; sys.path.insert(0, %r); import cdsapp' % self.tmp
+        r, info = self.share_info(code=code, archive=bad)
+        self.assertEqual(info['rejected'], 1)
+        self.assertGreater(info['served'], 1)
+
+    def test_unreadable(self):
+        if os.geteuid() == 0:
+            self.skipTest('root can read any file')
+        bad = os.path.join(self.tmp, 'bad.cds')
+        shutil.copy(self.archive, bad)
+        os.chmod(bad, 0)
+        self.check_unusable(None, 'cannot open')
+
+    def test_other_optimization_level(self):
+        r = self.share('-O', '-X', 'cds_verbose', '-c', 'pass')
+        self.assertIn('optimization level', r.stderr)
+
+
+class RuntimeTests(ShareTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.trace_and_dump()
+
+    def test_hash_seeds(self):
+        expected = self.python(self.main).stdout
+        for seed in ('0', '1', '12345', 'random'):
+            with self.subTest(seed=seed):
+                env = clean_env(PYTHONHASHSEED=seed)
+                r = self.share(self.main, env=env)
+                self.assertEqual(r.stdout, expected)
+
+    def test_forced_relocation(self):
+        expected = self.python(self.main).stdout
+        r = self.share('-X', 'cds_relocate', self.main)
+        self.assertEqual(r.stdout, expected)
+        code = 'import sys; sys.path.insert(0, %r); import cdsapp.shapes' % self.tmp
+        r, info = self.share_info('-X', 'cds_relocate', code=code)
+        self.assertFalse(info['mapped_at_preferred_address'])
+        self.assertGreater(info['served'], 0)
+        self.assertEqual(info['rejected'], 0)
+
+    def test_identifiers_are_interned(self):
+        code = textwrap.dedent('''
+            import sys; sys.path.insert(0, %r)
+            from cdsapp import shapes
+            names = shapes.Point.norm.__code__.co_names
+            for n in names:
+                assert sys.intern(n) is n, n
+            assert sys.intern("make_" + "adder") is shapes.make_adder.__code__.co_name
+            p = shapes.Point(1, 2)
+            assert list(vars(p)) == ["x", "y"]
+        ''' % self.tmp)
+        self.share_info(code=code)
+
+    def test_tracing_monitoring_and_specialization(self):
+        code = textwrap.dedent('''
+            import sys, weakref, gc
+            sys.path.insert(0, %r)
+            from cdsapp import shapes, consts
+            events = []
+            def tracer(frame, event, arg):
+                if frame.f_code.co_filename.endswith("shapes.py"):
+                    events.append((event, frame.f_lineno))
+                return tracer
+            sys.settrace(tracer)
+            shapes.make_adder(1)(2)
+            sys.settrace(None)
+            print(events)
+            mon = sys.monitoring
+            mon.use_tool_id(3, "t")
+            lines = []
+            mon.register_callback(3, mon.events.LINE,
+                                  lambda code, line: lines.append(line))
+            mon.set_local_events(3, shapes.Point.norm.__code__, mon.events.LINE)
+            print(shapes.Point(3, 4).norm(), lines)
+            mon.set_local_events(3, shapes.Point.norm.__code__, 0)
+            mon.free_tool_id(3)
+            # warm up the specializing interpreter on archived code
+            total = 0
+            for i in range(20000):
+                total += shapes.make_adder(i)(1) + shapes.Point(i, 0).x
+                consts.member("beta")
+            print(total)
+            r = weakref.ref(shapes.fail.__code__)
+            print(r() is shapes.fail.__code__)
+            gc.collect()
+            print(gc.collect() >= 0)
+        ''' % self.tmp)
+        off = self.python('-c', code)
+        shared = self.share('-c', code)
+        self.assertEqual(shared.stdout, off.stdout)
+        dev = self.share('-X', 'dev', '-c', code)
+        self.assertEqual(dev.stdout, off.stdout)
+
+    def test_subinterpreters_use_normal_imports(self):
+        code = textwrap.dedent('''
+            import _interpreters
+            interp = _interpreters.create()
+            _interpreters.run_string(interp, "import json; json.dumps([1])")
+            _interpreters.destroy(interp)
+        ''')
+        self.share_info(code=code)
+
+    def test_concurrent_processes_while_redumped(self):
+        expected = self.python(self.main).stdout
+        cmd = [sys.executable, '-X', 'cds=share',
+               '-X', f'cds_archive={self.archive}', self.main]
+        procs = []
+        for round in range(3):
+            procs += [subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True,
+                                       env=clean_env(), cwd=self.tmp)
+                      for _ in range(3)]
+            self.python('-X', 'cds=dump', '-X', f'cds_list={self.lst}',
+                        '-X', f'cds_archive={self.archive}')
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            self.assertEqual(p.returncode, 0, err)
+            self.assertEqual(out, expected)
+
+
+if __name__ == '__main__':
+    unittest.main()

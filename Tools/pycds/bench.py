@@ -1,0 +1,265 @@
+"""Start-up and steady-state benchmark of code-object archives.
+
+Usage (from the top of a built tree; `make cds-bench` runs it):
+
+    ./python Tools/pycds/bench.py [--runs N] [--python PATH] [--callgrind]
+                                  [--only NAME ...]
+
+For every workload it traces the program, dumps its archive, checks that
+the program prints the same output with and without the archive, then times
+whole processes with the archive off and on, interleaved (off, share, off,
+share, ...) on the same binary, and prints medians and the ratio
+time(off) / time(share).  With --callgrind it also counts instructions with
+valgrind's callgrind (repeatable whatever the machine's load).
+
+The interpreter runs with -X frozen_modules=on, as an installed Python does
+(a source-tree ./python has them off); --python measures another build, for
+example one installed with `make install prefix=...`.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CDS_VARS = ('PYTHONCDS', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE', 'PYTHONCDSVERBOSE',
+            'PYCDSMODE', 'PYCDSLIST', 'PYCDSARCHIVE', 'PYCDSVERBOSE',
+            'PYTHONCDSSTATS')
+
+STDLIB_APP = '''\
+import asyncio, json, email.message, http.client, logging, argparse, unittest
+import typing, dataclasses, decimal, xml.etree.ElementTree, sqlite3
+import urllib.request, subprocess, tempfile, pathlib, inspect, ast
+print(len(dir(asyncio)), json.dumps([1, 2]), decimal.Decimal("1.5") * 2)
+'''
+
+STEADY = {
+    'steady_json': '''
+import json
+data = [{"id": i, "name": "item%d" % i, "tags": ["a", "b", "c"], "v": i * 1.5}
+        for i in range(2000)]
+for _ in range(40):
+    s = json.dumps(data)
+    assert json.loads(s) == data
+print(len(s))
+''',
+    'steady_re': '''
+import re
+text = "\\n".join("user%d@example.com said: value=%d at 12:%02d" % (i, i * 7, i % 60)
+                 for i in range(3000))
+pat = re.compile(r"(\\w+)@(\\w+)\\.com said: value=(\\d+) at (\\d+):(\\d+)")
+n = 0
+for _ in range(60):
+    for m in pat.finditer(text):
+        n += int(m.group(3))
+    re.sub(r"\\d+", lambda m: str(len(m.group())), text[:20000])
+print(n)
+''',
+    'steady_ast': '''
+import ast, inspect, json, decimal
+src = inspect.getsource(decimal) if not decimal.__file__.endswith(".so") else inspect.getsource(json)
+src = inspect.getsource(ast)
+n = 0
+for _ in range(15):
+    tree = ast.parse(src)
+    n += sum(1 for _ in ast.walk(tree))
+    compile(tree, "ast.py", "exec")
+print(n)
+''',
+    'steady_email': '''
+import email, email.policy
+from email.message import EmailMessage
+msgs = []
+for i in range(300):
+    m = EmailMessage()
+    m["From"] = "a%d@example.com" % i
+    m["To"] = "b@example.com"
+    m["Subject"] = "Hello %d" % i
+    m.set_content("body line\\n" * 50)
+    msgs.append(m.as_bytes())
+n = 0
+for _ in range(4):
+    for raw in msgs:
+        p = email.message_from_bytes(raw, policy=email.policy.default)
+        n += len(p.get_content())
+print(n)
+''',
+    'steady_difflib': '''
+import difflib
+a = ["line %d %s\\n" % (i, "x" * (i % 17)) for i in range(3000)]
+b = [l if i % 11 else l.upper() for i, l in enumerate(a)]
+n = 0
+for _ in range(3):
+    n += len(list(difflib.unified_diff(a, b)))
+    n += int(difflib.SequenceMatcher(None, a[:800], b[:800]).ratio() * 1000)
+print(n)
+''',
+    'steady_decimal': '''
+import _pydecimal as decimal
+decimal.getcontext().prec = 50
+x = decimal.Decimal(0)
+for i in range(1, 40000):
+    x += decimal.Decimal(1) / decimal.Decimal(i)
+print(x)
+''',
+}
+
+
+def base_env():
+    return {k: v for k, v in os.environ.items() if k not in CDS_VARS}
+
+
+class Workload:
+    def __init__(self, name, args, files=None):
+        self.name = name
+        self.args = args
+        self.files = files or {}
+
+
+def workloads(workdir):
+    w = [Workload('python -c pass', ['-c', 'pass']),
+         Workload('python -S -c pass', ['-S', '-c', 'pass']),
+         Workload('stdlib program', ['stdlib_app.py'], {'stdlib_app.py': STDLIB_APP})]
+    for name, code in STEADY.items():
+        w.append(Workload(name, [name + '.py'], {name + '.py': code}))
+    return w
+
+
+def run(python, args, cwd, env=None, capture=True):
+    return subprocess.run([python, *args], cwd=cwd, env=env or base_env(),
+                          capture_output=capture, text=True)
+
+
+def timed(python, args, cwd):
+    env = base_env()
+    t0 = time.perf_counter()
+    r = subprocess.run([python, *args], cwd=cwd, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f'{args} exited with {r.returncode}')
+    return t
+
+
+def callgrind(python, args, cwd):
+    r = subprocess.run(['valgrind', '--tool=callgrind',
+                        '--callgrind-out-file=/dev/null', python, *args],
+                       cwd=cwd, env=base_env(), capture_output=True, text=True)
+    m = re.search(r'Collected : (\d+)', r.stderr)
+    return int(m.group(1)) if m else None
+
+
+def pyc_size(list_path):
+    total = 0
+    import importlib.util
+    with open(list_path) as f:
+        for line in f:
+            fields = line.rstrip('\n').split('\t')
+            if len(fields) == 3 and fields[1] == 'source':
+                try:
+                    total += os.path.getsize(importlib.util.cache_from_source(fields[2]))
+                except OSError:
+                    pass
+    return total
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--runs', type=int, default=30)
+    parser.add_argument('--python', default=os.path.join(ROOT, 'python'))
+    parser.add_argument('--callgrind', action='store_true')
+    parser.add_argument('--only', nargs='*')
+    parser.add_argument('--json', help='also write the results here')
+    args = parser.parse_args()
+
+    workdir = tempfile.mkdtemp(prefix='cds-bench-')
+    common = ['-X', 'frozen_modules=on']
+    rows = []
+    try:
+        for wl in workloads(workdir):
+            if args.only and not any(o in wl.name for o in args.only):
+                continue
+            for fname, text in wl.files.items():
+                with open(os.path.join(workdir, fname), 'w') as f:
+                    f.write(text)
+            tag = re.sub(r'\W+', '_', wl.name)
+            lst = os.path.join(workdir, tag + '.lst')
+            archive = os.path.join(workdir, tag + '.cds')
+            off_args = common + wl.args
+            share_args = common + ['-X', 'cds=share', '-X', f'cds_archive={archive}'] + wl.args
+            r = run(args.python, common + ['-X', 'cds=trace', '-X', f'cds_list={lst}'] + wl.args, workdir)
+            if r.returncode:
+                raise RuntimeError(r.stderr)
+            t0 = time.perf_counter()
+            r = run(args.python, common + ['-X', 'cds=dump', '-X', f'cds_list={lst}',
+                                           '-X', f'cds_archive={archive}'], workdir)
+            dump_time = time.perf_counter() - t0
+            if r.returncode:
+                raise RuntimeError(r.stderr)
+            out_off = run(args.python, off_args, workdir)
+            out_share = run(args.python, share_args, workdir)
+            same = (out_off.stdout == out_share.stdout
+                    and out_off.returncode == out_share.returncode == 0)
+            # one warm-up of each, then interleaved runs
+            timed(args.python, off_args, workdir)
+            timed(args.python, share_args, workdir)
+            off, share = [], []
+            runs = args.runs if not wl.name.startswith('steady') else max(5, args.runs // 6)
+            for _ in range(runs):
+                off.append(timed(args.python, off_args, workdir))
+                share.append(timed(args.python, share_args, workdir))
+            row = {
+                'workload': wl.name,
+                'off_ms': statistics.median(off) * 1000,
+                'share_ms': statistics.median(share) * 1000,
+                'ratio': statistics.median(off) / statistics.median(share),
+                'same_output': same,
+                'archive_bytes': os.path.getsize(archive),
+                'pyc_bytes': pyc_size(lst),
+                'dump_s': dump_time,
+            }
+            if args.callgrind and shutil.which('valgrind') and not wl.name.startswith('steady'):
+                i_off = callgrind(args.python, off_args, workdir)
+                i_share = callgrind(args.python, share_args, workdir)
+                if i_off and i_share:
+                    row['instr_off'] = i_off
+                    row['instr_share'] = i_share
+            rows.append(row)
+            print(f"{wl.name}: off {row['off_ms']:.1f} ms, share {row['share_ms']:.1f} ms, "
+                  f"ratio {row['ratio']:.2f}", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print()
+    print(f'runs: {args.runs} interleaved (steady-state: fewer), median wall time; '
+          f'interpreter: {args.python} -X frozen_modules=on')
+    print()
+    print('| workload | off (ms) | share (ms) | off/share | same output | archive | .pyc | dump |'
+          + (' Ir off/share |' if args.callgrind else ''))
+    print('|---|---:|---:|---:|---|---:|---:|---:|' + ('---:|' if args.callgrind else ''))
+    for r in rows:
+        line = (f"| {r['workload']} | {r['off_ms']:.1f} | {r['share_ms']:.1f} | "
+                f"{r['ratio']:.2f} | {'yes' if r['same_output'] else 'NO'} | "
+                f"{r['archive_bytes'] / 1e6:.1f} MB | {r['pyc_bytes'] / 1e6:.1f} MB | "
+                f"{r['dump_s']:.2f} s |")
+        if args.callgrind:
+            if 'instr_off' in r:
+                line += f" {r['instr_off'] / r['instr_share']:.2f} |"
+            else:
+                line += ' - |'
+        print(line)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(rows, f, indent=1)
+    return 0 if all(r['same_output'] for r in rows) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Run CPython's regression tests with and without a code-object archive.
+
+Usage (from the top of a built tree; see `make cds-regrtest`):
+
+    ./python Tools/pycds/regrtest_compare.py [--tests "test_a test_b"]
+        [--archive PATH] [--min-served N] [-- regrtest options]
+
+1. Builds an archive of the entire standard library (Lib/test included):
+   every module and package under Lib/, generated from the tree, plus the
+   frozen start-up modules.
+2. Runs `./python -m test` with sharing switched on through the environment
+   (PYTHONCDS=share, PYTHONCDSARCHIVE), so that every child process regrtest
+   starts maps the same archive; each process appends its counters to a
+   stats file (PYTHONCDSSTATS).
+3. Runs the same selection with the archive off, with the same options.
+4. Fails when share mode has a test that fails, errors, crashes, times out or
+   leaks and the plain run does not, or when the number of modules served
+   from the archive is implausibly low.  Prints a summary table.
+
+The last line of output is "N passed, N failed" (test files).
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYTHON = os.path.join(ROOT, 'python')
+CDS_VARS = ('PYTHONCDS', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE', 'PYTHONCDSVERBOSE',
+            'PYCDSMODE', 'PYCDSLIST', 'PYCDSARCHIVE', 'PYCDSVERBOSE',
+            'PYTHONCDSSTATS')
+# "0:00:01 load avg: 0.65 [ 4/13] test_inspect.test_inspect passed"
+RESULT = re.compile(r'\[\s*\d+/\d+(?:/\d+)?\]\s+(\S+)\s+(.*)$')
+TOTALS = re.compile(r'Total tests: (.*)')
+
+
+def base_env():
+    env = {k: v for k, v in os.environ.items() if k not in CDS_VARS}
+    return env
+
+
+def write_stdlib_list(path):
+    lib = os.path.join(ROOT, 'Lib')
+    code = f'''
+import os, _imp
+lib = {lib!r}
+entries = []
+for root, dirs, files in os.walk(lib):
+    dirs[:] = sorted(d for d in dirs if d.isidentifier() and d != 'site-packages')
+    rel = os.path.relpath(root, lib)
+    parts = [] if rel == '.' else rel.split(os.sep)
+    for f in sorted(files):
+        stem, ext = os.path.splitext(f)
+        if ext == '.py' and stem.isidentifier():
+            name = '.'.join(parts + ([] if stem == '__init__' else [stem]))
+            if name:
+                entries.append((name, os.path.join(root, f)))
+with open({path!r}, 'w', encoding='utf-8') as fp:
+    fp.write('# pycds module list 1\\n')
+    for name in sorted(_imp._frozen_module_names()):
+        fp.write(name + '\\tfrozen\\n')
+    for name, p in entries:
+        fp.write(name + '\\tsource\\t' + p + '\\n')
+print(len(entries))
+'''
+    out = subprocess.run([PYTHON, '-c', code], env=base_env(), check=True,
+                         capture_output=True, text=True).stdout
+    return int(out.strip())
+
+
+def dump(list_path, archive):
+    r = subprocess.run([PYTHON, '-X', 'cds=dump', '-X', f'cds_list={list_path}',
+                        '-X', f'cds_archive={archive}'],
+                       env=base_env(), capture_output=True, text=True)
+    sys.stdout.write(r.stderr)
+    if r.returncode != 0:
+        sys.exit(f'regrtest_compare: dump failed ({r.returncode})')
+
+
+def run_regrtest(tests, extra, env, log):
+    cmd = [PYTHON, '-m', 'test', *extra, *tests]
+    print(f'regrtest_compare: running {" ".join(cmd)}  (log: {log})', flush=True)
+    t0 = time.monotonic()
+    with open(log, 'w') as f:
+        rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT,
+                            cwd=ROOT).returncode
+    elapsed = time.monotonic() - t0
+    results = {}
+    totals = {}
+    with open(log, errors='replace') as f:
+        for line in f:
+            m = RESULT.search(line)
+            if m:
+                name, status = m.groups()
+                # the last word says it all: passed/failed/skipped/crashed...
+                results[name] = status.strip()
+            m = TOTALS.search(line)
+            if m:
+                totals = dict((k, int(v.replace(',', '')))
+                              for k, v in re.findall(r'(\w+)=([\d,]+)', m.group(1)))
+    return rc, results, totals, elapsed
+
+
+def is_bad(status):
+    return not (status.startswith('passed') or status.startswith('skipped')
+                or 'resource denied' in status or status.startswith('run no tests'))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--tests', default='',
+                        help='space-separated test names (default: all)')
+    parser.add_argument('--archive', default=os.path.join(ROOT, 'build', 'cds', 'stdlib.cds'))
+    parser.add_argument('--min-served', type=int, default=None,
+                        help='fail unless at least this many modules were '
+                             'served from the archive (default: 20 per test file)')
+    parser.add_argument('regrtest_args', nargs='*')
+    args = parser.parse_args()
+    tests = args.tests.split()
+    extra = args.regrtest_args or ['-j2']
+
+    os.makedirs(os.path.dirname(args.archive), exist_ok=True)
+    list_path = os.path.splitext(args.archive)[0] + '.lst'
+    stats = os.path.splitext(args.archive)[0] + '.stats'
+    n = write_stdlib_list(list_path)
+    print(f'regrtest_compare: {n} source modules + frozen modules listed in {list_path}')
+    dump(list_path, args.archive)
+
+    if os.path.exists(stats):
+        os.unlink(stats)
+    share_env = dict(base_env(), PYTHONCDS='share', PYTHONCDSARCHIVE=args.archive,
+                     PYTHONCDSSTATS=stats)
+    logdir = os.path.dirname(args.archive)
+    rc_s, res_s, tot_s, t_s = run_regrtest(tests, extra, share_env,
+                                           os.path.join(logdir, 'regrtest-share.log'))
+    rc_o, res_o, tot_o, t_o = run_regrtest(tests, extra, base_env(),
+                                           os.path.join(logdir, 'regrtest-off.log'))
+
+    served = processes = active = 0
+    if os.path.exists(stats):
+        with open(stats) as f:
+            for line in f:
+                fields = dict(kv.split('=') for kv in line.split())
+                processes += 1
+                active += int(fields['active'])
+                served += int(fields['served'])
+
+    def row(label, tot, res, elapsed):
+        bad = sum(1 for s in res.values() if is_bad(s))
+        return (f'| {label:<6} | {len(res):>6} | {tot.get("run", 0):>7} | '
+                f'{tot.get("failures", 0) + tot.get("errors", 0):>6} | '
+                f'{tot.get("skipped", 0):>7} | {bad:>10} | {elapsed:>6.0f} s |')
+
+    print()
+    print('| mode   | files  | tests   | failed | skipped | bad files  | time     |')
+    print('|--------|--------|---------|--------|---------|------------|----------|')
+    print(row('off', tot_o, res_o, t_o))
+    print(row('share', tot_s, res_s, t_s))
+    print()
+    print(f'share mode: {processes} processes reported, {active} with the archive '
+          f'mapped, {served} modules served from the archive')
+
+    regressions = sorted(name for name, status in res_s.items()
+                         if is_bad(status) and not is_bad(res_o.get(name, 'passed')))
+    missing = sorted(set(res_o) - set(res_s))
+    for name in regressions:
+        print(f'REGRESSION in share mode: {name}: {res_s[name]} '
+              f'(off: {res_o.get(name, "not run")})')
+    for name in missing:
+        print(f'REGRESSION in share mode: {name}: no result (crash or hang?)')
+    min_served = args.min_served
+    if min_served is None:
+        min_served = 20 * max(1, len(res_o))
+    failed = len(regressions) + len(missing)
+    if served < min_served:
+        print(f'FAIL: only {served} modules served from the archive '
+              f'(expected at least {min_served})')
+        failed += 1
+    if not res_s or not res_o:
+        print('FAIL: a regrtest run produced no results')
+        failed += 1
+    passed = len(res_s) - len(regressions)
+    print(f'{passed} passed, {failed} failed')
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
