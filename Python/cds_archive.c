@@ -188,17 +188,38 @@ rotl64(uint64_t x, int r)
     return (x << r) | (x >> (64 - r));
 }
 
-/* A fast 64-bit checksum (one lane of the xxHash64 round function) */
+#define CK_P1 0x9E3779B185EBCA87ULL
+#define CK_P2 0xC2B2AE3D27D4EB4FULL
+
+static inline uint64_t
+ck_round(uint64_t v, const unsigned char *p)
+{
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return rotl64(v + w * CK_P2, 31) * CK_P1;
+}
+
+/* A fast 64-bit checksum in the style of xxHash64: four independent lanes
+   over 32-byte blocks (so that the CPU overlaps them), then the tail. */
 static uint64_t
 checksum(uint64_t h, const void *data, size_t len)
 {
-    const uint64_t P1 = 0x9E3779B185EBCA87ULL, P2 = 0xC2B2AE3D27D4EB4FULL;
+    const uint64_t P1 = CK_P1, P2 = CK_P2;
     const unsigned char *p = data;
-    h ^= len * P1;
+    size_t total = len;
+    if (len >= 32) {
+        uint64_t v0 = h + P1, v1 = h + P2, v2 = h, v3 = h - P1;
+        for (; len >= 32; p += 32, len -= 32) {
+            v0 = ck_round(v0, p);
+            v1 = ck_round(v1, p + 8);
+            v2 = ck_round(v2, p + 16);
+            v3 = ck_round(v3, p + 24);
+        }
+        h = rotl64(v0, 1) + rotl64(v1, 7) + rotl64(v2, 12) + rotl64(v3, 18);
+    }
+    h ^= total * P1;
     for (; len >= 8; p += 8, len -= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = rotl64(h + w * P2, 31) * P1;
+        h = ck_round(h, p);
     }
     for (; len > 0; p++, len--) {
         h = rotl64(h ^ (*p * P1), 11) * P2;
@@ -467,7 +488,7 @@ put_ref(writer *w, uint32_t region, uint64_t offset, PyObject *target)
         return -1;
     }
     if (fixup == FIXUP_INTERN) {
-        slot_rec f = {region, FIXUP_INTERN, offset, 0, 0};
+        slot_rec f = {region, FIXUP_INTERN, offset, tregion, toffset};
         return slots_add(&w->mod_interns, f);
     }
     if (fixup == FIXUP_FROZENSET) {
@@ -668,6 +689,23 @@ _Py_COMP_DIAG_POP
     return 0;
 }
 
+static int
+compare_intern_fixups(const void *a, const void *b)
+{
+    const slot_rec *x = a, *y = b;
+    /* by target string, then by slot: deterministic */
+    if (x->target_region != y->target_region) {
+        return x->target_region < y->target_region ? -1 : 1;
+    }
+    if (x->target != y->target) {
+        return x->target < y->target ? -1 : 1;
+    }
+    if (x->region != y->region) {
+        return x->region < y->region ? -1 : 1;
+    }
+    return x->offset < y->offset ? -1 : (x->offset > y->offset);
+}
+
 /* Archive one module's code object; on failure nothing of it remains. */
 static int
 dump_module(writer *w, uint32_t kind, PyObject *name, PyObject *path,
@@ -686,7 +724,10 @@ dump_module(writer *w, uint32_t kind, PyObject *name, PyObject *path,
         goto error;
     }
     /* fixups run in this order: interning, frozensets (whose items may be
-       interned strings), then the code objects */
+       interned strings), then the code objects; interning fixups are
+       grouped by string, so that the loader interns each string once */
+    qsort(w->mod_interns.items, w->mod_interns.len, sizeof(slot_rec),
+          compare_intern_fixups);
     slot_vec *parts[3] = {&w->mod_interns, &w->mod_frozensets, &w->mod_codes};
     for (int i = 0; i < 3; i++) {
         for (size_t j = 0; j < parts[i]->len; j++) {
@@ -1246,6 +1287,15 @@ _PyCDS_RunDump(void)
         PyErr_Print();
         goto done;
     }
+    /* Listed frozen modules are archived even if this process runs with
+       -X frozen_modules=off (the default of a debug build): their code is
+       part of the binary whatever the setting. */
+    PyObject *res = PyObject_CallMethod(imp, "_override_frozen_modules_for_tests",
+                                        "i", 1);
+    if (res == NULL) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(res);
 
     for (Py_ssize_t i = 0; i < list.len; i++) {
         _PyCDS_ListEntry *e = &list.items[i];
@@ -1543,14 +1593,23 @@ prepare_module(size_t i)
         cds.relocated++;
     }
     PyInterpreterState *interp = _PyInterpreterState_GET();
+    PyObject *last_s = NULL, *last_t = NULL;
     for (uint64_t k = 0; k < e->fixup_count; k++) {
         PyObject **slot = (PyObject **)(base + fixups[k].offset);
         switch (fixups[k].kind) {
             case FIXUP_INTERN: {
-                PyObject *t = _PyUnicode_InternArchived(interp, *slot);
-                if (t != *slot) {
+                /* consecutive fixups of the same string: intern it once */
+                PyObject *s = *slot;
+                PyObject *t = (s == last_s) ? last_t
+                                            : _PyUnicode_InternArchived(interp, s);
+                if (t != s) {
                     *slot = t;   /* owns the reference, never released */
+                    if (s == last_s) {
+                        Py_INCREF(t);
+                    }
                 }
+                last_s = s;
+                last_t = t;
                 break;
             }
             case FIXUP_FROZENSET: {

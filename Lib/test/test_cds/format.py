@@ -36,14 +36,27 @@ def _rotl(x, r):
     return ((x << r) | (x >> (64 - r))) & M64
 
 
+def _round(v, w):
+    return (_rotl((v + w * P2) & M64, 31) * P1) & M64
+
+
 def checksum(data, h=0):
     """The archive's 64-bit checksum of 'data', continuing from 'h'."""
     data = bytes(data)
     n = len(data)
+    pos = 0
+    if n >= 32:
+        v = [(h + P1) & M64, (h + P2) & M64, h, (h - P1) & M64]
+        blocks = n - n % 32
+        for i, (w,) in enumerate(struct.iter_unpack('<Q', data[:blocks])):
+            v[i % 4] = _round(v[i % 4], w)
+        h = (_rotl(v[0], 1) + _rotl(v[1], 7) + _rotl(v[2], 12)
+             + _rotl(v[3], 18)) & M64
+        pos = blocks
     h = (h ^ (n * P1)) & M64
     end = n - n % 8
-    for (w,) in struct.iter_unpack('<Q', data[:end]):
-        h = (_rotl((h + w * P2) & M64, 31) * P1) & M64
+    for (w,) in struct.iter_unpack('<Q', data[pos:end]):
+        h = _round(h, w)
     for b in data[end:]:
         h = (_rotl(h ^ ((b * P1) & M64), 11) * P2) & M64
     h ^= h >> 33
