@@ -1507,6 +1507,16 @@ open_archive(void)
         munmap(base, size);
         return unusable(path, "index checksum mismatch (corrupt archive)");
     }
+    for (uint64_t i = 0; i < h.module_count; i++) {
+        const cds_index_entry *e = &index[i];
+        if (e->name_off > h.strtab_size || e->name_len > h.strtab_size - e->name_off
+            || e->path_off > h.strtab_size || e->path_len > h.strtab_size - e->path_off
+            || (e->kind != KIND_SOURCE && e->kind != KIND_FROZEN))
+        {
+            munmap(base, size);
+            return unusable(path, "bad index entry (corrupt archive)");
+        }
+    }
     uint8_t *mod_state = PyMem_RawCalloc(h.module_count ? h.module_count : 1, 1);
     if (mod_state == NULL) {
         munmap(base, size);
@@ -1732,10 +1742,27 @@ _PyCDS_ArchiveLookup(const char *kindname, PyObject *name, PyObject *path)
     return Py_NewRef((PyObject *)(cds.base + e->code));
 }
 
+/* Called when the runtime finalizes.  The mapping stays (objects that were
+   never freed may still point into it), but a runtime initialized again in
+   this process (embedding) imports normally: the interned strings the
+   archive's fixups resolved to belonged to the finalized runtime. */
+void
+_PyCDS_ArchiveFini(void)
+{
+    if (cds.state > 0) {
+        cds.state = -1;
+        cds.reason = "the runtime that mapped the archive was finalized";
+    }
+    else if (cds.state == 0) {
+        cds.state = -1;
+        cds.reason = "not used before the runtime was finalized";
+    }
+}
+
 int
 _PyCDS_IsArchivedObject(PyObject *op)
 {
-    return cds.state > 0 && (char *)op >= cds.base
+    return cds.base != NULL && (char *)op >= cds.base
            && (char *)op < cds.base + cds.size;
 }
 

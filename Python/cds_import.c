@@ -16,10 +16,14 @@ PyObject *
 _PyCDS_imp_find_code(PyObject *module, PyObject *const *args,
                      Py_ssize_t nargs)
 {
-    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyUnicode_Check(args[1])) {
+    if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError,
-                        "_cds_find_code(name, path): expected two str");
+                        "_cds_find_code(name, path): expected 2 arguments");
         return NULL;
+    }
+    if (!PyUnicode_CheckExact(args[0]) || !PyUnicode_CheckExact(args[1])) {
+        /* e.g. a loader made with a path-like object: the normal path */
+        Py_RETURN_NONE;
     }
     switch (_PyCDS_GetSettings()->mode) {
         case _PyCDS_TRACE:

@@ -394,6 +394,7 @@ _PyCDS_Fini(void)
     }
     if (s->mode == _PyCDS_SHARE) {
         _PyCDS_WriteStats();
+        _PyCDS_ArchiveFini();
     }
     _PyCDS_ListClear(&traced);
 }

@@ -78,6 +78,7 @@ extern PyObject *_PyCDS_ArchiveLookup(const char *kind, PyObject *name,
 extern PyObject *_PyCDS_FindFrozenCode(PyObject *name);
 extern int _PyCDS_IsArchivedObject(PyObject *op);
 extern void _PyCDS_WriteStats(void);
+extern void _PyCDS_ArchiveFini(void);
 extern PyObject *_PyCDS_Info(void);
 
 /* _imp._cds_find_code(): the one hook called from

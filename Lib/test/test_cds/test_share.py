@@ -532,6 +532,22 @@ class RuntimeTests(ShareTestCase):
         dev = self.share('-X', 'dev', '-c', code)
         self.assertEqual(dev.stdout, off.stdout)
 
+    def test_loader_with_path_like(self):
+        # whatever a loader made with a path-like object does, it does the
+        # same with the archive on
+        code = textwrap.dedent('''
+            import pathlib, importlib.machinery, json
+            p = pathlib.Path(json.__file__)
+            loader = importlib.machinery.SourceFileLoader("json", p)
+            try:
+                print(loader.get_code("json").co_filename)
+            except Exception as exc:
+                print(type(exc).__name__)
+        ''')
+        off = self.python('-c', code)
+        shared = self.share('-c', code)
+        self.assertEqual(shared.stdout, off.stdout)
+
     def test_subinterpreters_use_normal_imports(self):
         code = textwrap.dedent('''
             import _interpreters
