@@ -1,0 +1,229 @@
+"""Memory shared and made private by processes that map one archive.
+
+Usage (from the top of a built tree):
+
+    ./python Tools/pycds/memory.py [--procs 8] [--python PATH]
+
+1. Dense host: N concurrent processes import the standard-library workload
+   and wait; while all are alive, sum Pss and Private_Dirty over all of them
+   (/proc/PID/smaps_rollup), and for the archive mapping its Shared_Clean and
+   Private_Dirty (/proc/PID/smaps), with the archive off and on.
+2. Pre-fork: a parent imports the workload, then forks N workers that call
+   into the imported code (functions, methods, class creation, exceptions
+   with tracebacks) for a few seconds and run gc.collect(); each worker
+   reports how many bytes of the archive mapping it made private after the
+   fork, with the archive off, off plus gc.freeze(), and on.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CDS_VARS = ('PYTHONCDS', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE', 'PYTHONCDSVERBOSE',
+            'PYCDSMODE', 'PYCDSLIST', 'PYCDSARCHIVE', 'PYCDSVERBOSE',
+            'PYTHONCDSSTATS')
+
+WORKLOAD = '''\
+import asyncio, json, email.message, http.client, logging, argparse, unittest
+import typing, dataclasses, decimal, xml.etree.ElementTree, sqlite3
+import urllib.request, subprocess, tempfile, pathlib, inspect, ast
+'''
+
+DENSE = WORKLOAD + '''
+import sys
+print("ready", flush=True)
+sys.stdin.read()
+'''
+
+PREFORK = WORKLOAD + '''
+import gc, os, sys, time, traceback
+FREEZE = sys.argv[1] == "freeze"
+ARCHIVE = sys.argv[2]
+
+def archive_private():
+    """Private_Dirty + Private_Clean kB of the archive mapping (all mappings
+    of the file), or of the whole process if no archive is mapped."""
+    total = 0
+    found = False
+    with open("/proc/self/smaps") as f:
+        current = False
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 5 and "-" in parts[0] and ":" in parts[3]:
+                current = len(parts) >= 6 and parts[5] == ARCHIVE
+                found = found or current
+            elif current and parts[0] in ("Private_Dirty:",):
+                total += int(parts[1])
+    return total
+
+def rollup(field):
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+def work(seconds):
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        json.loads(json.dumps({"a": [1, 2, {"b": None}]}))
+        email.message.EmailMessage()["Subject"] = "x"
+        argparse.ArgumentParser(prog="p").add_argument("--x")
+        pathlib.PurePosixPath("/a/b/c").with_suffix(".txt")
+        decimal.Decimal("1.1") + decimal.Decimal("2.2")
+        ast.parse("x = 1 + 2")
+        dataclasses.make_dataclass("C", ["a", "b"])
+        try:
+            json.loads("{bad")
+        except ValueError:
+            traceback.format_exc()
+        n += 1
+    gc.collect()
+    return n
+
+if FREEZE:
+    gc.freeze()
+pipes = []
+for i in range(int(sys.argv[3])):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        before_a, before_p = archive_private(), rollup("Private_Dirty")
+        work(float(sys.argv[4]))
+        after_a, after_p = archive_private(), rollup("Private_Dirty")
+        os.write(w, f"{after_a - before_a} {after_p - before_p}\\n".encode())
+        os._exit(0)
+    os.close(w)
+    pipes.append((pid, r))
+results = []
+for pid, r in pipes:
+    data = b""
+    while chunk := os.read(r, 100):
+        data += chunk
+    os.waitpid(pid, 0)
+    results.append(tuple(int(x) for x in data.split()))
+print(" ".join(f"{a},{p}" for a, p in results))
+'''
+
+
+def base_env():
+    return {k: v for k, v in os.environ.items() if k not in CDS_VARS}
+
+
+def smaps_rollup(pid):
+    out = {}
+    with open(f'/proc/{pid}/smaps_rollup') as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].endswith(':') and parts[1].isdigit():
+                out[parts[0][:-1]] = int(parts[1])
+    return out
+
+
+def mapping_stats(pid, path):
+    stats = {'Shared_Clean': 0, 'Private_Dirty': 0, 'Private_Clean': 0, 'Rss': 0}
+    with open(f'/proc/{pid}/smaps') as f:
+        current = False
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 5 and '-' in parts[0] and ':' in parts[3]:
+                current = len(parts) >= 6 and parts[5] == path
+            elif current and parts and parts[0][:-1] in stats:
+                stats[parts[0][:-1]] += int(parts[1])
+    return stats
+
+
+def dense(python, procs, archive, share, workdir):
+    args = [python, '-X', 'frozen_modules=on']
+    if share:
+        args += ['-X', 'cds=share', '-X', f'cds_archive={archive}']
+    args += [os.path.join(workdir, 'dense.py')]
+    ps = [subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           text=True, env=base_env(), cwd=workdir)
+          for _ in range(procs)]
+    try:
+        for p in ps:
+            assert p.stdout.readline().strip() == 'ready'
+        time.sleep(0.2)
+        pss = priv = shared_clean = arch_priv = 0
+        for p in ps:
+            r = smaps_rollup(p.pid)
+            pss += r.get('Pss', 0)
+            priv += r.get('Private_Dirty', 0)
+            m = mapping_stats(p.pid, archive)
+            shared_clean += m['Shared_Clean']
+            arch_priv += m['Private_Dirty']
+    finally:
+        for p in ps:
+            p.stdin.close()
+            p.wait()
+    return pss, priv, shared_clean, arch_priv
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--procs', type=int, default=8)
+    parser.add_argument('--seconds', type=float, default=3.0)
+    parser.add_argument('--python', default=os.path.join(ROOT, 'python'))
+    args = parser.parse_args()
+    workdir = tempfile.mkdtemp(prefix='cds-mem-')
+    for name, text in (('dense.py', DENSE), ('prefork.py', PREFORK),
+                       ('workload.py', WORKLOAD)):
+        with open(os.path.join(workdir, name), 'w') as f:
+            f.write(text)
+    lst = os.path.join(workdir, 'w.lst')
+    archive = os.path.join(workdir, 'w.cds')
+    common = [args.python, '-X', 'frozen_modules=on']
+    subprocess.run(common + ['-X', 'cds=trace', '-X', f'cds_list={lst}',
+                             os.path.join(workdir, 'workload.py')],
+                   check=True, env=base_env(), cwd=workdir)
+    subprocess.run(common + ['-X', 'cds=dump', '-X', f'cds_list={lst}',
+                             '-X', f'cds_archive={archive}'],
+                   check=True, env=base_env(), cwd=workdir,
+                   stderr=subprocess.DEVNULL)
+    size_kb = os.path.getsize(archive) // 1024
+
+    print(f'Dense host: {args.procs} concurrent processes of the stdlib workload '
+          f'(archive {size_kb} kB)')
+    print()
+    print('| mode | total Pss (kB) | total Private_Dirty (kB) | archive Shared_Clean (kB) | archive Private_Dirty (kB) |')
+    print('|---|---:|---:|---:|---:|')
+    rows = {}
+    for label, share in (('off', False), ('share', True)):
+        rows[label] = dense(args.python, args.procs, archive, share, workdir)
+        pss, priv, sc, ap = rows[label]
+        print(f'| {label} | {pss} | {priv} | {sc} | {ap} |')
+    print(f'\nPss share/off: {rows["share"][0] / rows["off"][0]:.2f}')
+
+    print()
+    print(f'Pre-fork: parent imports the workload, forks {args.procs} workers '
+          f'that run it for {args.seconds} s and gc.collect()')
+    print()
+    print('| mode | archive bytes made private per worker (kB, median) | process Private_Dirty growth per worker (kB, median) |')
+    print('|---|---:|---:|')
+    for label, extra, freeze in (('off', [], 'nofreeze'),
+                                 ('off + gc.freeze()', [], 'freeze'),
+                                 ('share', ['-X', 'cds=share', '-X', f'cds_archive={archive}'],
+                                  'nofreeze')):
+        r = subprocess.run(common + extra + [os.path.join(workdir, 'prefork.py'),
+                                             freeze, archive, str(args.procs),
+                                             str(args.seconds)],
+                           capture_output=True, text=True, env=base_env(), cwd=workdir)
+        if r.returncode:
+            print(r.stderr)
+            continue
+        pairs = [tuple(map(int, x.split(','))) for x in r.stdout.split()]
+        arch = sorted(a for a, p in pairs)[len(pairs) // 2]
+        proc = sorted(p for a, p in pairs)[len(pairs) // 2]
+        print(f'| {label} | {arch if extra else "-"} | {proc} |')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
