@@ -1004,24 +1004,6 @@ page_align(uint64_t n)
     return (n + CDS_PAGE - 1) & ~(uint64_t)(CDS_PAGE - 1);
 }
 
-static int
-write_fd(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Lay out and write the archive to 'path' (temporary file + rename). */
 static int
 write_archive(writer *w, const char *path, uint64_t *total_size)
@@ -1150,27 +1132,27 @@ write_archive(writer *w, const char *path, uint64_t *total_size)
     memcpy(page, &h, sizeof(h));
     static const char zeros[CDS_PAGE] = {0};
     uint64_t pos;
-    if (write_fd(fd, page, CDS_PAGE) < 0
-        || write_fd(fd, index, n * sizeof(cds_index_entry)) < 0
-        || write_fd(fd, strtab.data ? strtab.data : "", strtab.len) < 0)
+    if (_PyCDS_WriteAll(fd, page, CDS_PAGE) < 0
+        || _PyCDS_WriteAll(fd, index, n * sizeof(cds_index_entry)) < 0
+        || _PyCDS_WriteAll(fd, strtab.data ? strtab.data : "", strtab.len) < 0)
     {
         goto done;
     }
     pos = h.strtab_offset + h.strtab_size;
-    if (write_fd(fd, zeros, h.reloc_offset - pos) < 0
-        || write_fd(fd, relocs, 8 * h.reloc_count) < 0
-        || write_fd(fd, fixups, sizeof(cds_fixup) * h.fixup_count) < 0)
+    if (_PyCDS_WriteAll(fd, zeros, h.reloc_offset - pos) < 0
+        || _PyCDS_WriteAll(fd, relocs, 8 * h.reloc_count) < 0
+        || _PyCDS_WriteAll(fd, fixups, sizeof(cds_fixup) * h.fixup_count) < 0)
     {
         goto done;
     }
     pos = h.fixup_offset + sizeof(cds_fixup) * h.fixup_count;
-    if (write_fd(fd, zeros, h.hot_offset - pos) < 0
-        || write_fd(fd, w->region[HOT].data ? w->region[HOT].data : "",
+    if (_PyCDS_WriteAll(fd, zeros, h.hot_offset - pos) < 0
+        || _PyCDS_WriteAll(fd, w->region[HOT].data ? w->region[HOT].data : "",
                     h.hot_size) < 0
-        || write_fd(fd, zeros, h.cold_offset - (h.hot_offset + h.hot_size)) < 0
-        || write_fd(fd, w->region[COLD].data ? w->region[COLD].data : "",
+        || _PyCDS_WriteAll(fd, zeros, h.cold_offset - (h.hot_offset + h.hot_size)) < 0
+        || _PyCDS_WriteAll(fd, w->region[COLD].data ? w->region[COLD].data : "",
                     h.cold_size) < 0
-        || write_fd(fd, zeros, h.file_size - (h.cold_offset + h.cold_size)) < 0)
+        || _PyCDS_WriteAll(fd, zeros, h.file_size - (h.cold_offset + h.cold_size)) < 0)
     {
         goto done;
     }

@@ -271,9 +271,11 @@ warn(const char *fmt, const char *arg1, const char *arg2)
     fflush(stderr);
 }
 
-static int
-write_all(int fd, const char *buf, size_t len)
+/* write() all of 'buf', retrying on EINTR and short writes */
+int
+_PyCDS_WriteAll(int fd, const void *data, size_t len)
 {
+    const char *buf = data;
     while (len > 0) {
         ssize_t n = write(fd, buf, len);
         if (n < 0) {
@@ -304,17 +306,17 @@ write_list(const char *path, const _PyCDS_List *list)
         PyMem_RawFree(tmp);
         return -1;
     }
-    int err = write_all(fd, LIST_HEADER, strlen(LIST_HEADER));
+    int err = _PyCDS_WriteAll(fd, LIST_HEADER, strlen(LIST_HEADER));
     for (Py_ssize_t i = 0; err == 0 && i < list->len; i++) {
         const _PyCDS_ListEntry *e = &list->items[i];
-        err = write_all(fd, e->name, strlen(e->name))
-              || write_all(fd, "\t", 1)
-              || write_all(fd, e->kind, strlen(e->kind));
+        err = _PyCDS_WriteAll(fd, e->name, strlen(e->name))
+              || _PyCDS_WriteAll(fd, "\t", 1)
+              || _PyCDS_WriteAll(fd, e->kind, strlen(e->kind));
         if (err == 0 && e->path != NULL) {
-            err = write_all(fd, "\t", 1) || write_all(fd, e->path, strlen(e->path));
+            err = _PyCDS_WriteAll(fd, "\t", 1) || _PyCDS_WriteAll(fd, e->path, strlen(e->path));
         }
         if (err == 0) {
-            err = write_all(fd, "\n", 1);
+            err = _PyCDS_WriteAll(fd, "\n", 1);
         }
     }
     if (err == 0) {

@@ -116,6 +116,71 @@ def base_env():
     return {k: v for k, v in os.environ.items() if k not in CDS_VARS}
 
 
+# Third-party workloads: pure-Python packages for Python 3.13 from Debian's
+# current stable release (trixie), unpacked (not installed) into a cache.
+DEBIAN_PACKAGES = ('python3-rich', 'python3-pygments', 'python3-docutils',
+                   'python3-jinja2', 'python3-markupsafe', 'python3-requests',
+                   'python3-urllib3', 'python3-idna', 'python3-certifi',
+                   'python3-charset-normalizer', 'python3-markdown-it',
+                   'python3-mdurl', 'python3-roman')
+THIRD_PARTY = {
+    'rich': 'import rich.console, rich.table, rich.progress, rich.markdown, rich.syntax',
+    'pygments': 'import pygments.lexers.python, pygments.formatters.html, pygments.styles.default',
+    'docutils': 'import docutils.core, docutils.parsers.rst, docutils.writers.html5_polyglot',
+    'jinja2': 'import jinja2, jinja2.sandbox, jinja2.ext',
+    'requests': 'import requests, requests.adapters, requests.sessions',
+}
+
+
+def debian_mirror():
+    """The Debian mirror this machine's apt sources use."""
+    import glob
+    for path in sorted(glob.glob('/etc/apt/sources.list.d/*.sources')):
+        for line in open(path):
+            if line.startswith('URIs:') and 'security' not in line:
+                return line.split()[1]
+    if os.path.exists('/etc/apt/sources.list'):
+        for line in open('/etc/apt/sources.list'):
+            parts = line.split()
+            if parts and parts[0] == 'deb' and 'security' not in line:
+                return [p for p in parts[1:] if '://' in p][0]
+    raise RuntimeError('no Debian mirror in the apt sources')
+
+
+def third_party_site():
+    """Unpack the Debian packages once; return their dist-packages dir."""
+    cache = os.path.join(os.environ.get('XDG_CACHE_HOME',
+                                        os.path.expanduser('~/.cache')),
+                         'pycds', 'bench-trixie')
+    site = os.path.join(cache, 'root', 'usr', 'lib', 'python3', 'dist-packages')
+    if os.path.isdir(os.path.join(site, 'rich')):
+        return site
+    apt = os.path.join(cache, 'apt')
+    for d in ('etc/sources.list.d', 'etc/preferences.d', 'lists/partial',
+              'cache/archives/partial', 'debs'):
+        os.makedirs(os.path.join(apt, d), exist_ok=True)
+    with open(os.path.join(apt, 'etc', 'sources.list'), 'w') as f:
+        f.write('deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] '
+                f'{debian_mirror()} trixie main\n')
+    open(os.path.join(apt, 'status'), 'w').close()
+    opts = []
+    for key, sub in (('Dir::Etc::SourceList', 'etc/sources.list'),
+                     ('Dir::Etc::SourceParts', 'etc/sources.list.d'),
+                     ('Dir::State::Lists', 'lists'), ('Dir::Cache', 'cache'),
+                     ('Dir::State::status', 'status'),
+                     ('Dir::Etc::Preferences', 'etc/preferences'),
+                     ('Dir::Etc::PreferencesParts', 'etc/preferences.d')):
+        opts += ['-o', f'{key}={os.path.join(apt, sub)}']
+    subprocess.run(['apt-get', *opts, 'update'], check=True,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run(['apt-get', *opts, 'download', *DEBIAN_PACKAGES], check=True,
+                   cwd=os.path.join(apt, 'debs'), stdout=subprocess.DEVNULL)
+    for deb in os.listdir(os.path.join(apt, 'debs')):
+        subprocess.run(['dpkg', '-x', os.path.join(apt, 'debs', deb),
+                        os.path.join(cache, 'root')], check=True)
+    return site
+
+
 class Workload:
     def __init__(self, name, args, files=None):
         self.name = name
@@ -123,10 +188,16 @@ class Workload:
         self.files = files or {}
 
 
-def workloads(workdir):
+def workloads(workdir, third_party=False):
     w = [Workload('python -c pass', ['-c', 'pass']),
          Workload('python -S -c pass', ['-S', '-c', 'pass']),
          Workload('stdlib program', ['stdlib_app.py'], {'stdlib_app.py': STDLIB_APP})]
+    if third_party:
+        site = third_party_site()
+        for name, code in THIRD_PARTY.items():
+            prog = f'import sys; sys.path.insert(0, {site!r})\n{code}\nprint("ok")\n'
+            w.append(Workload(f'3rd-party: {name}', [f'tp_{name}.py'],
+                              {f'tp_{name}.py': prog}))
     for name, code in STEADY.items():
         w.append(Workload(name, [name + '.py'], {name + '.py': code}))
     return w
@@ -177,13 +248,16 @@ def main():
     parser.add_argument('--callgrind', action='store_true')
     parser.add_argument('--only', nargs='*')
     parser.add_argument('--json', help='also write the results here')
+    parser.add_argument('--third-party', action='store_true',
+                        help='add workloads importing pure-Python packages '
+                             "from Debian trixie (downloaded once into ~/.cache/pycds)")
     args = parser.parse_args()
 
     workdir = tempfile.mkdtemp(prefix='cds-bench-')
     common = ['-X', 'frozen_modules=on']
     rows = []
     try:
-        for wl in workloads(workdir):
+        for wl in workloads(workdir, args.third_party):
             if args.only and not any(o in wl.name for o in args.only):
                 continue
             for fname, text in wl.files.items():
