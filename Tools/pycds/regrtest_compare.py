@@ -35,6 +35,7 @@ CDS_VARS = ('PYTHONCDS', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE', 'PYTHONCDSVERBOSE'
 # "0:00:01 load avg: 0.65 [ 4/13] test_inspect.test_inspect passed"
 RESULT = re.compile(r'\[\s*\d+/\d+(?:/\d+)?\]\s+(\S+)\s+(.*)$')
 TOTALS = re.compile(r'Total tests: (.*)')
+FILES = re.compile(r'Total test files: run=(\d+)')
 
 
 def base_env():
@@ -90,6 +91,7 @@ def run_regrtest(tests, extra, env, log):
     elapsed = time.monotonic() - t0
     results = {}
     totals = {}
+    summary = parse_summary(log)
     with open(log, errors='replace') as f:
         for line in f:
             m = RESULT.search(line)
@@ -99,9 +101,49 @@ def run_regrtest(tests, extra, env, log):
                 results[name] = status.strip()
             m = TOTALS.search(line)
             if m:
-                totals = dict((k, int(v.replace(',', '')))
+                totals.update((k, int(v.replace(',', '')))
                               for k, v in re.findall(r'(\w+)=([\d,]+)', m.group(1)))
+            m = FILES.search(line)
+            if m:
+                totals['files_run'] = int(m.group(1))
+    if summary is not None:
+        # regrtest's own summary is the authority on what went wrong; the
+        # per-test lines fill in the rest (and the names of what passed)
+        bad, ran = summary
+        totals['summary'] = 1
+        for name in bad:
+            results[name] = 'failed (per the summary)'
+        for name in list(results):
+            if is_bad(results[name]) and name not in bad:
+                results[name] = 'passed (per the summary)'
     return rc, results, totals, elapsed
+
+
+SUMMARY_BAD = re.compile(r'^(\d+) tests? (failed|altered the execution environment'
+                         r'|crashed|timed out)')
+
+
+def parse_summary(log):
+    """The tests regrtest's final summary lists as failed, crashed or
+    altering the environment; None if the run ended without a summary."""
+    with open(log, errors='replace') as f:
+        lines = f.read().splitlines()
+    try:
+        start = max(i for i, l in enumerate(lines) if l.startswith('== Tests result:'))
+    except ValueError:
+        return None
+    bad = set()
+    current = None
+    for line in lines[start:]:
+        m = SUMMARY_BAD.match(line)
+        if m:
+            current = bad
+            continue
+        if line.startswith('    ') and current is not None:
+            current.update(line.split())
+        elif not line.startswith('    '):
+            current = None
+    return bad, None
 
 
 def is_bad(status):
@@ -150,7 +192,8 @@ def main():
 
     def row(label, tot, res, elapsed):
         bad = sum(1 for s in res.values() if is_bad(s))
-        return (f'| {label:<6} | {len(res):>6} | {tot.get("run", 0):>7} | '
+        files = tot.get('files_run', len(res))
+        return (f'| {label:<6} | {files:>6} | {tot.get("run", 0):>7} | '
                 f'{tot.get("failures", 0) + tot.get("errors", 0):>6} | '
                 f'{tot.get("skipped", 0):>7} | {bad:>10} | {elapsed:>6.0f} s |')
 
@@ -165,7 +208,13 @@ def main():
 
     regressions = sorted(name for name, status in res_s.items()
                          if is_bad(status) and not is_bad(res_o.get(name, 'passed')))
-    missing = sorted(set(res_o) - set(res_s))
+    if tot_s.get('summary') and tot_o.get('summary'):
+        # both runs completed: compare how many test files ran
+        missing = ([] if tot_s.get('files_run') == tot_o.get('files_run')
+                   else ['(%s test files ran in share mode, %s off)'
+                         % (tot_s.get('files_run'), tot_o.get('files_run'))])
+    else:
+        missing = sorted(set(res_o) - set(res_s))
     for name in regressions:
         print(f'REGRESSION in share mode: {name}: {res_s[name]} '
               f'(off: {res_o.get(name, "not run")})')
@@ -182,7 +231,7 @@ def main():
     if not res_s or not res_o:
         print('FAIL: a regrtest run produced no results')
         failed += 1
-    passed = len(res_s) - len(regressions)
+    passed = tot_s.get('files_run', len(res_s)) - len(regressions)
     print(f'{passed} passed, {failed} failed')
     return 1 if failed else 0
 
