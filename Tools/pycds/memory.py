@@ -113,7 +113,10 @@ print(" ".join(f"{a},{p}" for a, p in results))
 
 
 def base_env():
-    return {k: v for k, v in os.environ.items() if k not in CDS_VARS}
+    # The baseline is a warm cache of .pyc files: let the off runs write them
+    env = {k: v for k, v in os.environ.items() if k not in CDS_VARS}
+    env.pop('PYTHONDONTWRITEBYTECODE', None)
+    return env
 
 
 def smaps_rollup(pid):
