@@ -191,10 +191,29 @@ class Workload:
         self.files = files or {}
 
 
-def workloads(workdir, third_party=False):
+def pip_site(python):
+    """A venv of the interpreter under test, with pip from ensurepip's
+    bundled wheel (no network); return its site-packages directory."""
+    venv = os.path.join(ROOT, 'build', 'cds-bench', 'venv')
+    if not os.path.exists(os.path.join(venv, 'bin', 'python')):
+        subprocess.run([python, '-m', 'venv', '--clear', venv], check=True,
+                       env=base_env(), stdout=subprocess.DEVNULL)
+    out = subprocess.run([os.path.join(venv, 'bin', 'python'), '-c',
+                          'import sysconfig; print(sysconfig.get_path("purelib"))'],
+                         check=True, capture_output=True, text=True, env=base_env())
+    return out.stdout.strip()
+
+
+def workloads(workdir, third_party=False, pip=False, python=None):
     w = [Workload('python -c pass', ['-c', 'pass']),
          Workload('python -S -c pass', ['-S', '-c', 'pass']),
          Workload('stdlib program', ['stdlib_app.py'], {'stdlib_app.py': STDLIB_APP})]
+    if pip:
+        site = pip_site(python)
+        prog = (f'import sys; sys.path.insert(0, {site!r})\n'
+                'import pip._internal.cli.main, pip._internal.commands.install\n'
+                'print("ok")\n')
+        w.append(Workload('pip', ['pip_import.py'], {'pip_import.py': prog}))
     if third_party:
         site = third_party_site()
         for name, code in THIRD_PARTY.items():
@@ -251,6 +270,8 @@ def main():
     parser.add_argument('--callgrind', action='store_true')
     parser.add_argument('--only', nargs='*')
     parser.add_argument('--json', help='also write the results here')
+    parser.add_argument('--pip', action='store_true',
+                        help='add the pip workload (a venv with ensurepip)')
     parser.add_argument('--third-party', action='store_true',
                         help='add workloads importing pure-Python packages '
                              "from Debian trixie (downloaded once into ~/.cache/pycds)")
@@ -260,7 +281,7 @@ def main():
     common = ['-X', 'frozen_modules=on']
     rows = []
     try:
-        for wl in workloads(workdir, args.third_party):
+        for wl in workloads(workdir, args.third_party, args.pip, args.python):
             if args.only and not any(o in wl.name for o in args.only):
                 continue
             for fname, text in wl.files.items():
