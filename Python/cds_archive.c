@@ -1397,9 +1397,11 @@ open_archive(void)
     }
     struct stat st;
     cds_header h;
-    if (fstat(fd, &st) < 0
-        || pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
-    {
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return unusable(path, "not a regular file");
+    }
+    if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
         close(fd);
         return unusable(path, "truncated header");
     }

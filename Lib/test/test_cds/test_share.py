@@ -394,6 +394,11 @@ class BadArchiveTests(ShareTestCase):
         self.check_unusable(b'\x7fELF' + bytes(500), 'bad magic')
         self.check_unusable(b'hello world\n' * 1000, 'bad magic')
 
+    def test_directory(self):
+        bad = os.path.join(self.tmp, 'bad.cds')
+        os.mkdir(bad)
+        self.check_unusable(None, 'not a regular file')
+
     def test_truncated(self):
         self.check_unusable(self.good[:len(self.good) // 2], 'truncated')
         self.check_unusable(self.good[:100], 'truncated header')
