@@ -27,8 +27,8 @@ REAL_TARBALL = "python3.13_3.13.5.orig.tar.xz"
 def _skip_reason():
     if not os.path.isfile(BOOTSTRAP) or not os.path.isfile(PATCHES_TOOL):
         return "not a pycds source tree (no ./bootstrap or patches tool)"
-    if not os.path.isdir(os.path.join(SRC_ROOT, ".pycds", "pristine")):
-        return "source tree not bootstrapped (no .pycds/pristine)"
+    if not os.path.isdir(os.path.join(SRC_ROOT, ".git", "pycds", "pristine")):
+        return "source tree not bootstrapped (no .git/pycds/pristine)"
     for tool in ("git", "patch", "diff", "python3"):
         if shutil.which(tool) is None:
             return "%s not found on PATH" % tool
@@ -184,9 +184,9 @@ class BootstrapTests(ToolTestBase):
         self.assertEqual(read(self.path("Lib/noeol.txt")),
                          FAKE_FILES["Lib/noeol.txt"][0])
         self.assertTrue(os.access(self.path("configure"), os.X_OK))
-        self.assertEqual(read(self.path(".pycds/upstream-files")).decode(),
+        self.assertEqual(read(self.path(".git/pycds/upstream-files")).decode(),
                          "".join(p + "\n" for p in sorted(FAKE_FILES)))
-        self.assertTrue(os.path.isdir(self.path(".pycds/pristine")))
+        self.assertTrue(os.path.isdir(self.path(".git/pycds/pristine")))
         rc, out = self.patches("check")
         self.assertEqual(rc, 0, out)
         self.assertIn("patches: clean (1 patched files)", out)
@@ -217,7 +217,7 @@ class BootstrapTests(ToolTestBase):
         after = snapshot(self.repo)
         self.assertEqual(before.keys(), after.keys())
         for rel in before:
-            if not rel.startswith(".pycds"):
+            if not rel.startswith(".git"):
                 self.assertEqual(before[rel], after[rel], rel)
 
     def test_patch_set_changed_upstream(self):
@@ -265,7 +265,7 @@ class BootstrapTests(ToolTestBase):
         self.assertIn(self.tarball, out)
         self.assertIn("0" * 64, out)
         self.assertIn(self.tarball_sha, out)
-        self.assertFalse(os.path.exists(self.path(".pycds/pristine")))
+        self.assertFalse(os.path.exists(self.path(".git/pycds/pristine")))
         for rel in FAKE_FILES:
             self.assertFalse(os.path.exists(self.path(rel)), rel)
 
@@ -346,7 +346,7 @@ class PatchesToolTests(ToolTestBase):
         self.assertIn("0 written", self.bootstrap())
         # The patches apply with "patch -p1" to a pristine copy ...
         copy = os.path.join(self.tmp, "pristine-copy")
-        shutil.copytree(self.path(".pycds/pristine"), copy)
+        shutil.copytree(self.path(".git/pycds/pristine"), copy)
         for rel in ("Lib/os.py", "Lib/noeol.txt", "configure"):
             subprocess.run(["patch", "-s", "-p1", "-d", copy, "-i",
                             self.path("pycds-patches/%s.patch" % rel)],
@@ -372,7 +372,7 @@ class PatchesToolTests(ToolTestBase):
                       read(self.path("pycds-patches/Python/ceval.c.patch")))
 
     def test_refresh_removes_patch_of_reverted_file(self):
-        shutil.copy2(self.path(".pycds/pristine/Python/ceval.c"),
+        shutil.copy2(self.path(".git/pycds/pristine/Python/ceval.c"),
                      self.path("Python/ceval.c"))
         rc, out = self.patches("check")
         self.assertNotEqual(rc, 0)
