@@ -1561,7 +1561,9 @@ prepare_module(size_t i)
         _PyCDS_Log(1, "module %s: checksum mismatch (corrupt archive)", name);
         return -1;
     }
-    for (uint64_t k = 0; k < e->reloc_count; k++) {
+    int relocate = (cds.archive_delta != 0 || cds.image_delta != 0);
+    /* relocation targets only matter when they are written to */
+    for (uint64_t k = 0; relocate && k < e->reloc_count; k++) {
         if (!in_module(e, relocs[k] & ~(uint64_t)1, 8) || (relocs[k] & 6)) {
             _PyCDS_Log(1, "module %s: bad relocation (corrupt archive)", name);
             return -1;
@@ -1576,7 +1578,7 @@ prepare_module(size_t i)
         }
     }
     /* Relocate only when something moved: otherwise nothing is written. */
-    if (cds.archive_delta != 0 || cds.image_delta != 0) {
+    if (relocate) {
         for (uint64_t k = 0; k < e->reloc_count; k++) {
             uint64_t *slot = (uint64_t *)(base + (relocs[k] & ~(uint64_t)1));
             intptr_t delta = (relocs[k] & 1) ? cds.image_delta : cds.archive_delta;
@@ -1669,13 +1671,8 @@ _PyCDS_ArchiveLookup(const char *kindname, PyObject *name, PyObject *path)
     }
     PyObject *bpath = NULL;
     const char *cpath = NULL;
-    if (path != NULL) {
-        bpath = PyUnicode_EncodeFSDefault(path);
-        if (bpath == NULL) {
-            PyErr_Clear();
-            return NULL;
-        }
-        cpath = PyBytes_AS_STRING(bpath);
+    if (path != NULL && _PyCDS_EncodePath(path, &bpath, &cpath) < 0) {
+        return NULL;
     }
     size_t i = lo;
     for (; i < cds.hdr->module_count

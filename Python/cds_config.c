@@ -148,8 +148,11 @@ read_path(const PyConfig *config, const wchar_t *xname, const char *env1,
     char *raw = NULL;
     if (present) {
         if (xvalue[0] == L'\0') {
-            return PyStatus_Error("-X cds_list and -X cds_archive require a "
-                                 "path (-X cds_list=PATH)");
+            return wcscmp(xname, L"cds_list") == 0
+                ? PyStatus_Error("option -X cds_list requires a path "
+                                 "(-X cds_list=PATH)")
+                : PyStatus_Error("option -X cds_archive requires a path "
+                                 "(-X cds_archive=PATH)");
         }
         raw = _Py_EncodeLocaleRaw(xvalue, NULL);
         if (raw == NULL) {

@@ -82,7 +82,8 @@ list_contains(const _PyCDS_List *list, const char *name, const char *kind,
     return 0;
 }
 
-/* Append unless already present.  Returns -1 on memory error. */
+/* Append unless already present.  Returns 1 if appended, 0 if present,
+   -1 on memory error. */
 static int
 list_add(_PyCDS_List *list, const char *name, const char *kind,
          const char *path)
@@ -111,7 +112,7 @@ list_add(_PyCDS_List *list, const char *name, const char *kind,
         return -1;
     }
     list->len++;
-    return 0;
+    return 1;
 }
 
 static int
@@ -224,6 +225,20 @@ _PyCDS_ListRead(const char *path, _PyCDS_List *list, char *errbuf,
     return result;
 }
 
+/* Encode a str path in the file system encoding; on failure, clear the
+   error and return -1 (callers then take the normal path). */
+int
+_PyCDS_EncodePath(PyObject *path, PyObject **bytes, const char **cpath)
+{
+    *bytes = PyUnicode_EncodeFSDefault(path);
+    if (*bytes == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    *cpath = PyBytes_AS_STRING(*bytes);
+    return 0;
+}
+
 /* --- tracing ------------------------------------------------------------ */
 
 static _PyCDS_List traced = {NULL, 0, 0};
@@ -242,22 +257,17 @@ _PyCDS_TraceModule(const char *kind, PyObject *name, PyObject *path)
     PyObject *bpath = NULL;
     const char *cpath = NULL;
     if (path != NULL) {
-        bpath = PyUnicode_EncodeFSDefault(path);
-        if (bpath == NULL) {
-            PyErr_Clear();
+        if (_PyCDS_EncodePath(path, &bpath, &cpath) < 0) {
             return;
         }
-        cpath = PyBytes_AS_STRING(bpath);
         /* Only absolute paths without tabs or newlines can be listed */
         if (cpath[0] != '/' || strpbrk(cpath, "\t\n\r") != NULL) {
             Py_DECREF(bpath);
             return;
         }
     }
-    if (valid_module_name(cname) && !list_contains(&traced, cname, kind, cpath)) {
-        if (list_add(&traced, cname, kind, cpath) == 0) {
-            _PyCDS_Log(2, "trace: %s (%s)", cname, kind);
-        }
+    if (valid_module_name(cname) && list_add(&traced, cname, kind, cpath) > 0) {
+        _PyCDS_Log(2, "trace: %s (%s)", cname, kind);
     }
     Py_XDECREF(bpath);
 }

@@ -68,6 +68,8 @@ extern int _PyCDS_ListRead(const char *path, _PyCDS_List *list,
                            char *errbuf, size_t errlen);
 extern void _PyCDS_ListClear(_PyCDS_List *list);
 extern int _PyCDS_WriteAll(int fd, const void *data, size_t len);
+extern int _PyCDS_EncodePath(PyObject *path, PyObject **bytes,
+                             const char **cpath);
 
 /* cds_archive.c / cds_import.c: DUMP and SHARE */
 extern int _PyCDS_RunDump(void);   /* returns the process exit status */
