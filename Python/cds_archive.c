@@ -33,6 +33,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>                 // dl_iterate_phdr()
+#include <signal.h>               // sigaction()
+#include <time.h>                 // clock_gettime()
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -365,6 +367,7 @@ typedef struct {
     PyObject *memo;       /* id(obj) -> (region, offset), per module */
     PyObject *keep;       /* objects made while dumping, kept alive */
     Py_ssize_t objects;
+    uint32_t code_versions;   /* code objects given a co_version so far */
     const char *skip_reason;
 } writer;
 
@@ -561,7 +564,10 @@ write_object(writer *w, PyObject *op, uint32_t *region, uint64_t *offset)
                                                : sizeof(PyCompactUnicodeObject);
         size_t size = header + (PyUnicode_GET_LENGTH(op) + 1)
                                * PyUnicode_KIND(op);
-        *region = PyUnicode_CHECK_INTERNED(op) ? HOT : COLD;
+        /* hot: hashing caches the hash in the string (and unicode-keyed
+           dicts rely on it), interning writes its state, and
+           PyUnicode_AsUTF8() caches a pointer in a non-ASCII one */
+        *region = HOT;
         at = copy_object(w, *region, op, op, size, 0);
         if (at < 0) {
             return -1;
@@ -648,8 +654,14 @@ _Py_COMP_DIAG_POP
         /* the padding after _co_firsttraceable is not initialized */
         size_t hole = offsetof(PyCodeObject, _co_firsttraceable) + sizeof(int);
         memset((char *)copy + hole, 0, offsetof(PyCodeObject, co_extra) - hole);
-        /* per-process state: set at load (co_version) or lazily */
-        copy->co_version = 0;
+        /* per-process state, set lazily; the version is unique in the
+           archive and above any new code object's (see init_code()) */
+        if (w->code_versions >= UINT32_MAX - _PyCDS_CODE_VERSION_BASE) {
+            w->skip_reason = "too many code objects";
+            PyErr_SetString(PyExc_OverflowError, "too many code objects");
+            return -1;
+        }
+        copy->co_version = _PyCDS_CODE_VERSION_BASE + w->code_versions++;
         copy->co_weakreflist = NULL;
         copy->co_executors = NULL;
         copy->_co_cached = NULL;
@@ -714,6 +726,7 @@ dump_module(writer *w, uint32_t kind, PyObject *name, PyObject *path,
     size_t hot0 = w->region[HOT].len, cold0 = w->region[COLD].len;
     size_t ptrs0 = w->ptrs.len, fix0 = w->fixups.len;
     Py_ssize_t objects0 = w->objects;
+    uint32_t versions0 = w->code_versions;
     w->mod_interns.len = w->mod_frozensets.len = w->mod_codes.len = 0;
     PyDict_Clear(w->memo);
 
@@ -773,6 +786,7 @@ error:
     w->ptrs.len = ptrs0;
     w->fixups.len = fix0;
     w->objects = objects0;
+    w->code_versions = versions0;
     return -1;
 }
 
@@ -1364,8 +1378,130 @@ static struct {
     intptr_t archive_delta;    /* mapped base - preferred base */
     intptr_t image_delta;      /* image load address (0: not moved) */
     const char *reason;        /* why the archive is not used */
+    const char *path;
+    int protect;               /* -X cds_protect: cold region read-only */
     Py_ssize_t served, stale, missed, rejected, prepared, relocated;
+    int64_t open_ns, prepare_ns;   /* time spent opening, preparing */
 } cds;
+
+uintptr_t _PyCDS_ReadOnlyStart = 0;
+uintptr_t _PyCDS_ReadOnlyEnd = 0;
+
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* --- -X cds_protect ----------------------------------------------------
+
+   The header, index, relocations, fixups and the cold region are mapped
+   read-only; a write to them raises SIGSEGV, and this handler names the
+   archive, the file offset and the module before the process dies.  Other
+   faults go to the handler that was installed before.  A handler that
+   re-raises the signal with raise() (faulthandler does, after dumping the
+   traceback) is answered by returning: the faulting write runs again and
+   faults with its address. */
+
+static struct sigaction protect_previous;
+
+static size_t
+fmt_str(char *buf, size_t at, size_t cap, const char *str)
+{
+    while (*str && at + 1 < cap) {
+        buf[at++] = *str++;
+    }
+    return at;
+}
+
+static size_t
+fmt_hex(char *buf, size_t at, size_t cap, uint64_t v)
+{
+    char digits[19] = "0x";
+    int n = 2;
+    int shift = 60;
+    while (shift > 0 && ((v >> shift) & 0xf) == 0) {
+        shift -= 4;
+    }
+    for (; shift >= 0; shift -= 4) {
+        digits[n++] = "0123456789abcdef"[(v >> shift) & 0xf];
+    }
+    digits[n] = '\0';
+    return fmt_str(buf, at, cap, digits);
+}
+
+static void
+protect_fault(int signum, siginfo_t *info, void *context)
+{
+    uintptr_t addr = (uintptr_t)info->si_addr;
+    if (info->si_code <= 0) {
+        if (info->si_code == SI_TKILL && info->si_pid == getpid()) {
+            return;    /* re-raised by a chained handler: fault again */
+        }
+        /* sent by kill(): what the previous disposition would do */
+        sigaction(signum, &protect_previous, NULL);
+        raise(signum);
+        return;
+    }
+    if (addr >= (uintptr_t)cds.base && addr < (uintptr_t)cds.base + cds.size) {
+        uint64_t off = addr - (uintptr_t)cds.base;
+        char msg[1024];
+        size_t n = fmt_str(msg, 0, sizeof(msg), "Fatal Python error: cds: "
+                           "write to the read-only part of archive '");
+        n = fmt_str(msg, n, sizeof(msg), cds.path);
+        n = fmt_str(msg, n, sizeof(msg), "' at file offset ");
+        n = fmt_hex(msg, n, sizeof(msg), off);
+        const cds_header *h = cds.hdr;
+        if (off >= h->cold_offset && off < h->cold_offset + h->cold_size) {
+            n = fmt_str(msg, n, sizeof(msg), " (cold region");
+            for (uint64_t i = 0; i < h->module_count; i++) {
+                const cds_index_entry *e = &cds.index[i];
+                if (off >= e->cold_start && off < e->cold_end) {
+                    n = fmt_str(msg, n, sizeof(msg), ", an object of module ");
+                    n = fmt_str(msg, n, sizeof(msg), cds.strtab + e->name_off);
+                    break;
+                }
+            }
+            n = fmt_str(msg, n, sizeof(msg), ")");
+        }
+        n = fmt_str(msg, n, sizeof(msg), "\n");
+        (void)!write(2, msg, n);
+    }
+    /* the faulting instruction runs again under the previous handler */
+    sigaction(signum, &protect_previous, NULL);
+}
+
+static void
+protect_range(uint64_t start, uint64_t end, int prot)
+{
+    start &= ~(uint64_t)(CDS_PAGE - 1);
+    end = (end + CDS_PAGE - 1) & ~(uint64_t)(CDS_PAGE - 1);
+    if (end > start && mprotect(cds.base + start, end - start, prot) < 0) {
+        _PyCDS_Log(1, "cannot change the protection of archive pages: %s",
+                   strerror(errno));
+    }
+}
+
+static void
+protect_archive(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = protect_fault;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, &protect_previous) < 0) {
+        _PyCDS_Log(1, "cannot install the write-protection handler: %s",
+                   strerror(errno));
+        return;
+    }
+    cds.protect = 1;
+    /* everything but the hot region */
+    protect_range(0, cds.hdr->hot_offset, PROT_READ);
+    protect_range(cds.hdr->cold_offset, cds.size, PROT_READ);
+}
 
 static int
 unusable(const char *path, const char *reason)
@@ -1383,6 +1519,7 @@ open_archive(void)
         return cds.state > 0 ? 0 : -1;
     }
     const char *path = _PyCDS_GetSettings()->archive_path;
+    int64_t t0 = now_ns();
     if (!CDS_SUPPORTED) {
         return unusable(path, "not supported by this build");
     }
@@ -1514,7 +1651,14 @@ open_archive(void)
     cds.mod_state = mod_state;
     cds.archive_delta = (intptr_t)((uintptr_t)base - h.preferred_base);
     cds.image_delta = (intptr_t)image.bias;
+    cds.path = path;
     cds.state = 1;
+    _PyCDS_ReadOnlyStart = (uintptr_t)base + h.cold_offset;
+    _PyCDS_ReadOnlyEnd = (uintptr_t)base + h.cold_offset + h.cold_size;
+    if (_PyCDS_GetSettings()->protect) {
+        protect_archive();
+    }
+    cds.open_ns = now_ns() - t0;
     _PyCDS_Log(1, "archive '%s' mapped at %p: %llu modules, %llu bytes%s",
                path, base, (unsigned long long)h.module_count,
                (unsigned long long)size,
@@ -1537,6 +1681,8 @@ prepare_module(size_t i)
     const cds_header *h = cds.hdr;
     char *base = cds.base;
     const char *name = cds.strtab + e->name_off;
+    int64_t t0 = now_ns();
+    int result = -1;
     /* bounds of everything the entry points at */
     if (e->hot_start > e->hot_end || e->cold_start > e->cold_end
         || e->hot_start < h->hot_offset || e->hot_end > h->hot_offset + h->hot_size
@@ -1549,7 +1695,7 @@ prepare_module(size_t i)
         || !in_module(e, e->code, sizeof(PyCodeObject)))
     {
         _PyCDS_Log(1, "module %s: bad index entry (corrupt archive)", name);
-        return -1;
+        goto done;
     }
     const uint64_t *relocs = (const uint64_t *)(base + h->reloc_offset) + e->reloc_start;
     const cds_fixup *fixups = (const cds_fixup *)(base + h->fixup_offset) + e->fixup_start;
@@ -1559,14 +1705,14 @@ prepare_module(size_t i)
     c = checksum(c, fixups, sizeof(cds_fixup) * e->fixup_count);
     if (c != e->checksum) {
         _PyCDS_Log(1, "module %s: checksum mismatch (corrupt archive)", name);
-        return -1;
+        goto done;
     }
     int relocate = (cds.archive_delta != 0 || cds.image_delta != 0);
     /* relocation targets only matter when they are written to */
     for (uint64_t k = 0; relocate && k < e->reloc_count; k++) {
         if (!in_module(e, relocs[k] & ~(uint64_t)1, 8) || (relocs[k] & 6)) {
             _PyCDS_Log(1, "module %s: bad relocation (corrupt archive)", name);
-            return -1;
+            goto done;
         }
     }
     for (uint64_t k = 0; k < e->fixup_count; k++) {
@@ -1574,17 +1720,23 @@ prepare_module(size_t i)
             || fixups[k].kind < FIXUP_INTERN || fixups[k].kind > FIXUP_CODE)
         {
             _PyCDS_Log(1, "module %s: bad fixup (corrupt archive)", name);
-            return -1;
+            goto done;
         }
     }
     /* Relocate only when something moved: otherwise nothing is written. */
     if (relocate) {
+        if (cds.protect) {
+            protect_range(e->cold_start, e->cold_end, PROT_READ | PROT_WRITE);
+        }
         for (uint64_t k = 0; k < e->reloc_count; k++) {
             uint64_t *slot = (uint64_t *)(base + (relocs[k] & ~(uint64_t)1));
             intptr_t delta = (relocs[k] & 1) ? cds.image_delta : cds.archive_delta;
             if (delta != 0) {
                 *slot += (uint64_t)delta;
             }
+        }
+        if (cds.protect) {
+            protect_range(e->cold_start, e->cold_end, PROT_READ);
         }
         cds.relocated++;
     }
@@ -1613,7 +1765,7 @@ prepare_module(size_t i)
                 if (fs == NULL) {
                     PyErr_Clear();
                     _PyCDS_Log(1, "module %s: cannot rebuild a frozenset", name);
-                    return -1;
+                    goto done;
                 }
                 *slot = fs;      /* owns the reference, never released */
                 break;
@@ -1624,7 +1776,10 @@ prepare_module(size_t i)
         }
     }
     cds.prepared++;
-    return 0;
+    result = 0;
+done:
+    cds.prepare_ns += now_ns() - t0;
+    return result;
 }
 
 static int
@@ -1755,7 +1910,8 @@ _PyCDS_Info(void)
         (void)open_archive();   /* report on the archive even before use */
     }
     return Py_BuildValue(
-        "{s:s,s:s,s:z,s:z,s:i,s:O,s:z,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:O}",
+        "{s:s,s:s,s:z,s:z,s:i,s:O,s:z,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:O,"
+        "s:O,s:d,s:d}",
         "mode", _PyCDS_ModeName(s->mode),
         "mode_source", s->mode_source,
         "list", s->list_path,
@@ -1771,7 +1927,10 @@ _PyCDS_Info(void)
         "prepared", cds.prepared,
         "relocated", cds.relocated,
         "mapped_at_preferred_address",
-        (cds.state > 0 && cds.archive_delta == 0) ? Py_True : Py_False);
+        (cds.state > 0 && cds.archive_delta == 0) ? Py_True : Py_False,
+        "protected", cds.protect ? Py_True : Py_False,
+        "open_seconds", cds.open_ns / 1e9,
+        "prepare_seconds", cds.prepare_ns / 1e9);
 }
 
 /* PYTHONCDSSTATS=FILE (a testing aid): at exit, append one line of this

@@ -15,7 +15,7 @@
 #include <strings.h>              // strcasecmp()
 #include <unistd.h>               // getcwd()
 
-static _PyCDS_Settings cds_settings = {_PyCDS_OFF, 0, NULL, NULL, "default", 0};
+static _PyCDS_Settings cds_settings = {_PyCDS_OFF, 0, NULL, NULL, "default", 0, 0};
 
 const _PyCDS_Settings *
 _PyCDS_GetSettings(void)
@@ -185,11 +185,26 @@ read_path(const PyConfig *config, const wchar_t *xname, const char *env1,
 PyStatus
 _PyCDS_ReadConfig(const PyConfig *config)
 {
-    _PyCDS_Settings s = {_PyCDS_OFF, 0, NULL, NULL, "default", 0};
+    _PyCDS_Settings s = {_PyCDS_OFF, 0, NULL, NULL, "default", 0, 0};
     int present;
 
     /* testing aid: force the relocation path of SHARE */
     (void)get_xoption(config, L"cds_relocate", &s.force_relocation);
+
+    /* write-protect the archive's never-written parts (a checking mode) */
+    const wchar_t *xprotect = get_xoption(config, L"cds_protect", &present);
+    if (present) {
+        if (wcscmp(xprotect, L"") == 0 || wcscmp(xprotect, L"1") == 0) {
+            s.protect = 1;
+        }
+        else if (wcscmp(xprotect, L"0") != 0) {
+            return PyStatus_Error("bad value for option -X cds_protect "
+                                 "(expected nothing, \"0\" or \"1\")");
+        }
+    }
+    else if (get_env(config, "PYTHONCDSPROTECT") != NULL) {
+        s.protect = 1;
+    }
 
     /* mode: -X cds wins over PYTHONCDS, which wins over PYCDSMODE */
     const wchar_t *xmode = get_xoption(config, L"cds", &present);

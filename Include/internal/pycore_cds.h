@@ -3,7 +3,7 @@
  * TRACE records the modules a program imports into a module list, DUMP
  * writes their code objects into an archive file, and SHARE maps that file
  * and serves the code objects in place instead of unmarshalling .pyc files.
- * See Doc/library/cds.rst (user guide) and Doc/c-api/cds-format.rst (the
+ * See Doc/library/cds.rst (user guide) and Doc/library/cds-format.rst (the
  * archive format).
  */
 #ifndef Py_INTERNAL_CDS_H
@@ -33,6 +33,9 @@ typedef struct {
     const char *mode_source;
     /* -X cds_relocate (testing): map away from the preferred address */
     int force_relocation;
+    /* -X cds_protect: map the never-written parts of the archive read-only,
+       so that a write to them faults at once with a diagnostic */
+    int protect;
 } _PyCDS_Settings;
 
 /* Default file names, relative to the working directory at start-up. */
@@ -80,6 +83,25 @@ extern PyObject *_PyCDS_ArchiveLookup(const char *kind, PyObject *name,
                                       PyObject *path);
 extern PyObject *_PyCDS_FindFrozenCode(PyObject *name);
 extern int _PyCDS_IsArchivedObject(PyObject *op);
+
+/* The archive's read-only (cold) region: objects that nothing may write
+   to, so that their pages stay shared between processes.  Hash caching
+   skips them (see unicode_hash() and bytes_hash()).  Both bounds are 0
+   while no archive is mapped. */
+extern uintptr_t _PyCDS_ReadOnlyStart;
+extern uintptr_t _PyCDS_ReadOnlyEnd;
+
+static inline int
+_PyCDS_IsReadOnly(const void *op)
+{
+    return ((uintptr_t)op - _PyCDS_ReadOnlyStart
+            < _PyCDS_ReadOnlyEnd - _PyCDS_ReadOnlyStart);
+}
+
+/* Archived code objects carry versions (co_version) from this value up,
+   given at dump time so that loading them writes nothing; the counter for
+   new code objects stops below it (see init_code()). */
+#define _PyCDS_CODE_VERSION_BASE 0x80000000u
 extern void _PyCDS_WriteStats(void);
 extern void _PyCDS_ArchiveFini(void);
 extern PyObject *_PyCDS_Info(void);
