@@ -3,7 +3,7 @@
 Usage (from the top of a built tree; see `make cds-regrtest`):
 
     ./python Tools/pycds/regrtest_compare.py [--tests "test_a test_b"]
-        [--archive PATH] [--min-served N] [-- regrtest options]
+        [--archive PATH] [--min-served N] [--protect] [-- regrtest options]
 
 1. Builds an archive of the entire standard library (Lib/test included):
    every module and package under Lib/, generated from the tree, plus the
@@ -11,7 +11,10 @@ Usage (from the top of a built tree; see `make cds-regrtest`):
 2. Runs `./python -m test` with sharing switched on through the environment
    (PYTHONCDS=share, PYTHONCDSARCHIVE), so that every child process regrtest
    starts maps the same archive; each process appends its counters to a
-   stats file (PYTHONCDSSTATS).
+   stats file (PYTHONCDSSTATS).  With --protect, the archive's
+   never-written parts are mapped read-only in every process
+   (PYTHONCDSPROTECT=1), so that any write to them stops the process with
+   a diagnostic; such a diagnostic anywhere in the output fails the run.
 3. Runs the same selection with the archive off, with the same options.
 4. Fails when share mode has a test that fails, errors, crashes, times out or
    leaks and the plain run does not, or when the number of modules served
@@ -31,7 +34,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PYTHON = os.path.join(ROOT, 'python')
 CDS_VARS = ('PYTHONCDS', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE', 'PYTHONCDSVERBOSE',
             'PYCDSMODE', 'PYCDSLIST', 'PYCDSARCHIVE', 'PYCDSVERBOSE',
-            'PYTHONCDSSTATS')
+            'PYTHONCDSSTATS', 'PYTHONCDSPROTECT')
+PROTECT_FAULT = 'write to the read-only part of archive'
 # "0:00:01 load avg: 0.65 [ 4/13] test_inspect.test_inspect passed"
 RESULT = re.compile(r'\[\s*\d+/\d+(?:/\d+)?\]\s+(\S+)\s+(.*)$')
 TOTALS = re.compile(r'Total tests: (.*)')
@@ -159,6 +163,9 @@ def main():
     parser.add_argument('--min-served', type=int, default=None,
                         help='fail unless at least this many modules were '
                              'served from the archive (default: 20 per test file)')
+    parser.add_argument('--protect', action='store_true',
+                        help='share mode with the archive write-protected '
+                             '(PYTHONCDSPROTECT=1)')
     parser.add_argument('regrtest_args', nargs='*')
     args = parser.parse_args()
     tests = args.tests.split()
@@ -175,13 +182,15 @@ def main():
         os.unlink(stats)
     share_env = dict(base_env(), PYTHONCDS='share', PYTHONCDSARCHIVE=args.archive,
                      PYTHONCDSSTATS=stats)
+    if args.protect:
+        share_env['PYTHONCDSPROTECT'] = '1'
     logdir = os.path.dirname(args.archive)
     rc_s, res_s, tot_s, t_s = run_regrtest(tests, extra, share_env,
                                            os.path.join(logdir, 'regrtest-share.log'))
     rc_o, res_o, tot_o, t_o = run_regrtest(tests, extra, base_env(),
                                            os.path.join(logdir, 'regrtest-off.log'))
 
-    served = processes = active = 0
+    served = processes = active = protected = 0
     if os.path.exists(stats):
         with open(stats) as f:
             for line in f:
@@ -189,6 +198,7 @@ def main():
                 processes += 1
                 active += int(fields['active'])
                 served += int(fields['served'])
+                protected += int(fields.get('protected', 0))
 
     def row(label, tot, res, elapsed):
         bad = sum(1 for s in res.values() if is_bad(s))
@@ -204,7 +214,8 @@ def main():
     print(row('share', tot_s, res_s, t_s))
     print()
     print(f'share mode: {processes} processes reported, {active} with the archive '
-          f'mapped, {served} modules served from the archive')
+          f'mapped, {served} modules served from the archive'
+          + (f', {protected} write-protected' if args.protect else ''))
 
     regressions = sorted(name for name, status in res_s.items()
                          if is_bad(status) and not is_bad(res_o.get(name, 'passed')))
@@ -224,6 +235,16 @@ def main():
     if min_served is None:
         min_served = 20 * max(1, len(res_o))
     failed = len(regressions) + len(missing)
+    if args.protect:
+        with open(os.path.join(logdir, 'regrtest-share.log'),
+                  errors='replace') as f:
+            faults = [line.strip() for line in f if PROTECT_FAULT in line]
+        for line in faults:
+            print(f'FAULT in protect mode: {line}')
+        failed += len(faults)
+        if active and not protected:
+            print('FAIL: no process had the archive write-protected')
+            failed += 1
     if served < min_served:
         print(f'FAIL: only {served} modules served from the archive '
               f'(expected at least {min_served})')
