@@ -3,14 +3,26 @@
 Usage (from the top of a built tree; `make cds-bench` runs it):
 
     ./python Tools/pycds/bench.py [--runs N] [--python PATH] [--callgrind]
-                                  [--only NAME ...]
+                                  [--pip] [--third-party] [--only NAME ...]
+                                  [--timer hyperfine|internal]
 
 For every workload it traces the program, dumps its archive, checks that
 the program prints the same output with and without the archive, then times
-whole processes with the archive off and on, interleaved (off, share, off,
-share, ...) on the same binary, and prints medians and the ratio
-time(off) / time(share).  With --callgrind it also counts instructions with
-valgrind's callgrind (repeatable whatever the machine's load).
+whole processes with the archive off and on on the same binary, and prints
+medians and the ratio time(off) / time(share).  The timer is hyperfine
+(Debian package "hyperfine") when installed: it runs in rounds of a few
+runs of each variant, so that the variants are interleaved and drift in the
+machine's load hits both; without it, or with --timer internal, a plain
+loop alternates off, share, off, share.  With --callgrind it also counts
+instructions with valgrind's callgrind (repeatable whatever the load).
+
+It also reports, per workload, the archive's own start-up work as the
+interpreter measures it (_cds.info(): open and validate + map, and prepare:
+verify, relocate, intern), the archive size against the .pyc files it
+replaces and the dump time; and three comparisons: TRACE against off (the
+standard-library program), `python -c pass` served from an archive of the
+whole standard library against one of only what it imports, and the dump
+of the whole standard library.
 
 The interpreter runs with -X frozen_modules=on, as an installed Python does
 (a source-tree ./python has them off); --python measures another build, for
@@ -230,6 +242,56 @@ def run(python, args, cwd, env=None, capture=True):
                           capture_output=capture, text=True)
 
 
+def hyperfine_times(python, variants, cwd, runs):
+    """Wall times (s) of each argument list in 'variants', from hyperfine
+    rounds of up to 5 runs each, so that the variants interleave."""
+    times = [[] for _ in variants]
+    done = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, 'h.json')
+        while done < runs:
+            k = min(5, runs - done)
+            cmds = [' '.join([python, *a]) for a in variants]
+            subprocess.run(['hyperfine', '-N', '--style', 'none', '--runs', str(k),
+                            '--warmup', '1', '--export-json', out, *cmds],
+                           cwd=cwd, env=base_env(), check=True,
+                           stdout=subprocess.DEVNULL)
+            with open(out) as f:
+                for i, res in enumerate(json.load(f)['results']):
+                    times[i].extend(res['times'])
+            done += k
+    return times
+
+
+def measure(python, variants, cwd, runs, timer):
+    if timer == 'hyperfine' and not any(' ' in x for a in variants for x in a):
+        return hyperfine_times(python, variants, cwd, runs)
+    for a in variants:
+        timed(python, a, cwd)       # warm-up
+    times = [[] for _ in variants]
+    for _ in range(runs):
+        for i, a in enumerate(variants):
+            times[i].append(timed(python, a, cwd))
+    return times
+
+
+def archive_costs(python, share_args, cwd):
+    """The archive's own work in one process, as _cds.info() reports it."""
+    code = 'import _cds, json; print(json.dumps(_cds.info()))'
+    args = [a for a in share_args if not a.endswith('.py')]
+    prog = [a for a in share_args if a.endswith('.py')]
+    # run the workload, then report: exec the program file in __main__
+    if prog:
+        code = (f'exec(compile(open({prog[0]!r}).read(), {prog[0]!r}, "exec"))\n'
+                + code)
+    r = run(python, [a for a in args if a not in ('-c', 'pass')] + ['-c', code], cwd)
+    try:
+        info = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    return info
+
+
 def timed(python, args, cwd):
     env = base_env()
     t0 = time.perf_counter()
@@ -263,6 +325,52 @@ def pyc_size(list_path):
     return total
 
 
+def extra_comparisons(python, workdir, common, runs, timer):
+    """TRACE overhead, archive-size independence, whole-stdlib dump."""
+    lines = ['']
+    app = os.path.join(workdir, 'stdlib_app.py')
+    with open(app, 'w') as f:
+        f.write(STDLIB_APP)
+    lst = os.path.join(workdir, 'trace-bench.lst')
+    off_args = common + ['stdlib_app.py']
+    trace_args = common + ['-X', 'cds=trace', '-X', f'cds_list={lst}', 'stdlib_app.py']
+    off, trace = measure(python, [off_args, trace_args], workdir, runs, timer)
+    t_off, t_trace = statistics.median(off), statistics.median(trace)
+    lines.append(f'TRACE overhead (stdlib program): off {t_off * 1000:.1f} ms, '
+                 f'trace {t_trace * 1000:.1f} ms: {(t_trace / t_off - 1) * 100:+.1f}% '
+                 f'(target <= 5%)')
+
+    # python -c pass from an archive of only what it imports vs the whole
+    # standard library
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import regrtest_compare
+    small_lst = os.path.join(workdir, 'pass.lst')
+    small = os.path.join(workdir, 'pass.cds')
+    whole_lst = os.path.join(workdir, 'whole.lst')
+    whole = os.path.join(workdir, 'whole.cds')
+    run(python, common + ['-X', 'cds=trace', '-X', f'cds_list={small_lst}', '-c', 'pass'], workdir)
+    run(python, common + ['-X', 'cds=dump', '-X', f'cds_list={small_lst}',
+                          '-X', f'cds_archive={small}'], workdir)
+    n = regrtest_compare.write_stdlib_list(whole_lst)
+    t0 = time.perf_counter()
+    r = run(python, common + ['-X', 'cds=dump', '-X', f'cds_list={whole_lst}',
+                              '-X', f'cds_archive={whole}'], workdir)
+    dump_s = time.perf_counter() - t0
+    lines.append(f'DUMP of the whole standard library: {n} listed modules, '
+                 f'{os.path.getsize(whole) / 1e6:.0f} MB, {dump_s:.1f} s '
+                 f'({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""})')
+    pass_small = common + ['-X', 'cds=share', '-X', f'cds_archive={small}', '-c', 'pass']
+    pass_whole = common + ['-X', 'cds=share', '-X', f'cds_archive={whole}', '-c', 'pass']
+    pass_off = common + ['-c', 'pass']
+    o, s, w = measure(python, [pass_off, pass_small, pass_whole], workdir, runs, timer)
+    o, s, w = statistics.median(o), statistics.median(s), statistics.median(w)
+    lines.append(f'python -c pass: off {o * 1000:.2f} ms, archive of what it imports '
+                 f'({os.path.getsize(small) / 1e6:.1f} MB) {s * 1000:.2f} ms, '
+                 f'whole-stdlib archive ({os.path.getsize(whole) / 1e6:.0f} MB) '
+                 f'{w * 1000:.2f} ms: whole/small {w / s:.3f} (target <= 1.03)')
+    return lines
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--runs', type=int, default=30)
@@ -275,6 +383,10 @@ def main():
     parser.add_argument('--third-party', action='store_true',
                         help='add workloads importing pure-Python packages '
                              "from Debian trixie (downloaded once into ~/.cache/pycds)")
+    parser.add_argument('--timer', choices=('hyperfine', 'internal'),
+                        default='hyperfine' if shutil.which('hyperfine') else 'internal')
+    parser.add_argument('--no-extra', action='store_true',
+                        help='skip the TRACE and whole-stdlib comparisons')
     args = parser.parse_args()
 
     workdir = tempfile.mkdtemp(prefix='cds-bench-')
@@ -305,14 +417,10 @@ def main():
             out_share = run(args.python, share_args, workdir)
             same = (out_off.stdout == out_share.stdout
                     and out_off.returncode == out_share.returncode == 0)
-            # one warm-up of each, then interleaved runs
-            timed(args.python, off_args, workdir)
-            timed(args.python, share_args, workdir)
-            off, share = [], []
             runs = args.runs if not wl.name.startswith('steady') else max(5, args.runs // 6)
-            for _ in range(runs):
-                off.append(timed(args.python, off_args, workdir))
-                share.append(timed(args.python, share_args, workdir))
+            off, share = measure(args.python, [off_args, share_args], workdir,
+                                 runs, args.timer)
+            info = archive_costs(args.python, share_args, workdir) or {}
             row = {
                 'workload': wl.name,
                 'off_ms': statistics.median(off) * 1000,
@@ -322,6 +430,9 @@ def main():
                 'archive_bytes': os.path.getsize(archive),
                 'pyc_bytes': pyc_size(lst),
                 'dump_s': dump_time,
+                'open_ms': info.get('open_seconds', 0) * 1000,
+                'prepare_ms': info.get('prepare_seconds', 0) * 1000,
+                'served': info.get('served', 0),
             }
             if args.callgrind and shutil.which('valgrind') and not wl.name.startswith('steady'):
                 i_off = callgrind(args.python, off_args, workdir)
@@ -332,19 +443,23 @@ def main():
             rows.append(row)
             print(f"{wl.name}: off {row['off_ms']:.1f} ms, share {row['share_ms']:.1f} ms, "
                   f"ratio {row['ratio']:.2f}", file=sys.stderr, flush=True)
+        extra = [] if (args.no_extra or args.only) else \
+            extra_comparisons(args.python, workdir, common, args.runs, args.timer)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     print()
-    print(f'runs: {args.runs} interleaved (steady-state: fewer), median wall time; '
-          f'interpreter: {args.python} -X frozen_modules=on')
+    print(f'runs: {args.runs} (steady-state: fewer), median wall time, timer: '
+          f'{args.timer}; interpreter: {args.python} -X frozen_modules=on')
     print()
-    print('| workload | off (ms) | share (ms) | off/share | same output | archive | .pyc | dump |'
+    print('| workload | off (ms) | share (ms) | off/share | same output | served '
+          '| archive open + prepare (ms) | archive | .pyc | dump |'
           + (' Ir off/share |' if args.callgrind else ''))
-    print('|---|---:|---:|---:|---|---:|---:|---:|' + ('---:|' if args.callgrind else ''))
+    print('|---|---:|---:|---:|---|---:|---:|---:|---:|---:|' + ('---:|' if args.callgrind else ''))
     for r in rows:
         line = (f"| {r['workload']} | {r['off_ms']:.1f} | {r['share_ms']:.1f} | "
                 f"{r['ratio']:.2f} | {'yes' if r['same_output'] else 'NO'} | "
+                f"{r['served']} | {r['open_ms']:.2f} + {r['prepare_ms']:.2f} | "
                 f"{r['archive_bytes'] / 1e6:.1f} MB | {r['pyc_bytes'] / 1e6:.1f} MB | "
                 f"{r['dump_s']:.2f} s |")
         if args.callgrind:
@@ -352,6 +467,12 @@ def main():
                 line += f" {r['instr_off'] / r['instr_share']:.2f} |"
             else:
                 line += ' - |'
+        print(line)
+    ratios = [r['ratio'] for r in rows if r['workload'].startswith('3rd-party')]
+    if ratios:
+        print(f'\nthird-party geometric mean off/share: '
+              f'{statistics.geometric_mean(ratios):.2f}')
+    for line in extra:
         print(line)
     if args.json:
         with open(args.json, 'w') as f:
