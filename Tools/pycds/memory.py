@@ -2,12 +2,16 @@
 
 Usage (from the top of a built tree):
 
-    ./python Tools/pycds/memory.py [--procs 8] [--python PATH]
+    ./python Tools/pycds/memory.py [--procs 8] [--python PATH] [--pip]
+                                   [--fixed-python PATH]
 
 1. Dense host: N concurrent processes import the standard-library workload
-   and wait; while all are alive, sum Pss and Private_Dirty over all of them
-   (/proc/PID/smaps_rollup), and for the archive mapping its Shared_Clean and
-   Private_Dirty (/proc/PID/smaps), with the archive off and on.
+   (and, with --pip, the pip workload) and wait; while all are alive, sum
+   Pss and Private_Dirty over all of them (/proc/PID/smaps_rollup), and for
+   the archive mapping its Rss (pages touched), Shared_Clean and
+   Private_Dirty (/proc/PID/smaps), with the archive off and on; with
+   --fixed-python, also on with that interpreter: a build configured with
+   --enable-cds-fixed-address, whose archive is used without relocation.
 2. Pre-fork: a parent imports the workload, then forks N workers that call
    into the imported code (functions, methods, class creation, exceptions
    with tracebacks) for a few seconds and run gc.collect(); each worker
@@ -17,6 +21,7 @@ Usage (from the top of a built tree):
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -142,11 +147,11 @@ def mapping_stats(pid, path):
     return stats
 
 
-def dense(python, procs, archive, share, workdir):
+def dense(python, procs, archive, share, workdir, script='dense.py'):
     args = [python, '-X', 'frozen_modules=on']
     if share:
         args += ['-X', 'cds=share', '-X', f'cds_archive={archive}']
-    args += [os.path.join(workdir, 'dense.py')]
+    args += [os.path.join(workdir, script)]
     ps = [subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                            text=True, env=base_env(), cwd=workdir)
           for _ in range(procs)]
@@ -154,7 +159,7 @@ def dense(python, procs, archive, share, workdir):
         for p in ps:
             assert p.stdout.readline().strip() == 'ready'
         time.sleep(0.2)
-        pss = priv = shared_clean = arch_priv = 0
+        pss = priv = shared_clean = arch_priv = arch_rss = 0
         for p in ps:
             r = smaps_rollup(p.pid)
             pss += r.get('Pss', 0)
@@ -162,11 +167,28 @@ def dense(python, procs, archive, share, workdir):
             m = mapping_stats(p.pid, archive)
             shared_clean += m['Shared_Clean']
             arch_priv += m['Private_Dirty']
+            arch_rss += m['Rss']
     finally:
         for p in ps:
             p.stdin.close()
             p.wait()
-    return pss, priv, shared_clean, arch_priv
+    return pss, priv, shared_clean, arch_priv, arch_rss
+
+
+def make_archive(python, workdir, script, tag):
+    """Trace 'script' with 'python' and dump its archive; return the path."""
+    lst = os.path.join(workdir, tag + '.lst')
+    archive = os.path.join(workdir, tag + '.cds')
+    common = [python, '-X', 'frozen_modules=on']
+    subprocess.run(common + ['-X', 'cds=trace', '-X', f'cds_list={lst}',
+                             os.path.join(workdir, script)],
+                   check=True, env=base_env(), cwd=workdir,
+                   stdout=subprocess.DEVNULL, input='', text=True)
+    subprocess.run(common + ['-X', 'cds=dump', '-X', f'cds_list={lst}',
+                             '-X', f'cds_archive={archive}'],
+                   check=True, env=base_env(), cwd=workdir,
+                   stderr=subprocess.DEVNULL)
+    return archive
 
 
 def main():
@@ -174,35 +196,57 @@ def main():
     parser.add_argument('--procs', type=int, default=8)
     parser.add_argument('--seconds', type=float, default=3.0)
     parser.add_argument('--python', default=os.path.join(ROOT, 'python'))
+    parser.add_argument('--fixed-python',
+                        help='also measure this interpreter: a build configured '
+                             'with --enable-cds-fixed-address')
+    parser.add_argument('--pip', action='store_true',
+                        help='add the pip workload (a venv with ensurepip)')
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix='cds-mem-')
     for name, text in (('dense.py', DENSE), ('prefork.py', PREFORK),
                        ('workload.py', WORKLOAD)):
         with open(os.path.join(workdir, name), 'w') as f:
             f.write(text)
-    lst = os.path.join(workdir, 'w.lst')
-    archive = os.path.join(workdir, 'w.cds')
+    archive = make_archive(args.python, workdir, 'workload.py', 'w')
     common = [args.python, '-X', 'frozen_modules=on']
-    subprocess.run(common + ['-X', 'cds=trace', '-X', f'cds_list={lst}',
-                             os.path.join(workdir, 'workload.py')],
-                   check=True, env=base_env(), cwd=workdir)
-    subprocess.run(common + ['-X', 'cds=dump', '-X', f'cds_list={lst}',
-                             '-X', f'cds_archive={archive}'],
-                   check=True, env=base_env(), cwd=workdir,
-                   stderr=subprocess.DEVNULL)
     size_kb = os.path.getsize(archive) // 1024
+    workloads = [('stdlib', 'dense.py')]
+    if args.pip:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bench
+        site = bench.pip_site(args.python)
+        with open(os.path.join(workdir, 'dense_pip.py'), 'w') as f:
+            f.write(f'import sys; sys.path.insert(0, {site!r})\n'
+                    'import pip._internal.cli.main, pip._internal.commands.install\n'
+                    'print("ready", flush=True)\n'
+                    'sys.stdin.read()\n')
+        workloads.append(('pip', 'dense_pip.py'))
+    variants = [('off', args.python, False), ('share (PIE)', args.python, True)]
+    if args.fixed_python:
+        variants.append(('share (fixed address)', args.fixed_python, True))
 
-    print(f'Dense host: {args.procs} concurrent processes of the stdlib workload '
-          f'(archive {size_kb} kB)')
+    print(f'Dense host: {args.procs} concurrent processes per workload; '
+          f'totals over all of them, in kB')
     print()
-    print('| mode | total Pss (kB) | total Private_Dirty (kB) | archive Shared_Clean (kB) | archive Private_Dirty (kB) |')
-    print('|---|---:|---:|---:|---:|')
-    rows = {}
-    for label, share in (('off', False), ('share', True)):
-        rows[label] = dense(args.python, args.procs, archive, share, workdir)
-        pss, priv, sc, ap = rows[label]
-        print(f'| {label} | {pss} | {priv} | {sc} | {ap} |')
-    print(f'\nPss share/off: {rows["share"][0] / rows["off"][0]:.2f}')
+    print('| workload | mode | total Pss | Pss vs off | total Private_Dirty '
+          '| archive Rss (touched) | archive Shared_Clean | archive Private_Dirty '
+          '| private / touched |')
+    print('|---|---|---:|---:|---:|---:|---:|---:|---:|')
+    for wname, script in workloads:
+        off_pss = None
+        for label, python, share in variants:
+            arch = None
+            if share:
+                arch = make_archive(python, workdir, script,
+                                    re.sub(r'\W+', '_', wname + label))
+            pss, priv, sc, ap, rss = dense(python, args.procs, arch, share,
+                                           workdir, script)
+            if off_pss is None:
+                off_pss = pss
+            frac = f'{ap / rss:.0%}' if rss else '-'
+            print(f'| {wname} | {label} | {pss} | {pss / off_pss:.2f} | {priv} '
+                  f'| {rss if share else "-"} | {sc if share else "-"} '
+                  f'| {ap if share else "-"} | {frac} |')
 
     print()
     print(f'Pre-fork: parent imports the workload, forks {args.procs} workers '
@@ -210,13 +254,21 @@ def main():
     print()
     print('| mode | archive bytes made private per worker (kB, median) | process Private_Dirty growth per worker (kB, median) |')
     print('|---|---:|---:|')
-    for label, extra, freeze in (('off', [], 'nofreeze'),
-                                 ('off + gc.freeze()', [], 'freeze'),
-                                 ('share', ['-X', 'cds=share', '-X', f'cds_archive={archive}'],
-                                  'nofreeze')):
-        r = subprocess.run(common + extra + [os.path.join(workdir, 'prefork.py'),
-                                             freeze, archive, str(args.procs),
-                                             str(args.seconds)],
+    runs = [('off', common, [], 'nofreeze', archive),
+            ('off + gc.freeze()', common, [], 'freeze', archive),
+            ('share (PIE)', common,
+             ['-X', 'cds=share', '-X', f'cds_archive={archive}'], 'nofreeze',
+             archive)]
+    if args.fixed_python:
+        fixed = make_archive(args.fixed_python, workdir, 'workload.py', 'wf')
+        runs.append(('share (fixed address)',
+                     [args.fixed_python, '-X', 'frozen_modules=on'],
+                     ['-X', 'cds=share', '-X', f'cds_archive={fixed}'],
+                     'nofreeze', fixed))
+    for label, cmd, extra, freeze, arch in runs:
+        r = subprocess.run(cmd + extra + [os.path.join(workdir, 'prefork.py'),
+                                          freeze, arch, str(args.procs),
+                                          str(args.seconds)],
                            capture_output=True, text=True, env=base_env(), cwd=workdir)
         if r.returncode:
             print(r.stderr)
