@@ -8,15 +8,15 @@
  * Doc/library/cds-format.rst; in short:
  *
  *   header page | module index | string table | relocations | fixups |
- *   hot region (written at run time) | cold region (never written)
+ *   object regions, grouped by what writes to them (see R_STR below)
  *
- * Each module's objects are self-contained (nothing is shared between
- * modules but the interpreter's static objects), so a process prepares
- * only the modules it imports, when it imports them: verify the module's
- * checksum, relocate its pointers if the archive or the interpreter image
- * moved, intern its identifiers, build its frozensets, and give its code
- * objects their per-process state.  Archive-wide work at start-up is the
- * header and index validation only.
+ * Each module's objects are its own, but for interned strings, which all
+ * modules share (one copy per archive), so a process prepares only the
+ * modules it imports, when it imports them: verify the module's checksum
+ * (which covers the shared strings it uses), relocate its pointers if the
+ * archive or the interpreter image moved, intern its identifiers, build its
+ * frozensets, and announce its code objects.  Archive-wide work at start-up
+ * is the header and index validation only.
  */
 
 #include "Python.h"
@@ -51,12 +51,24 @@ extern PyObject *_PyUnicode_InternArchived(PyInterpreterState *, PyObject *);
 /* --- the file format --------------------------------------------------- */
 
 #define CDS_MAGIC "PYCDS\r\n\x1a"
-#define CDS_FORMAT_VERSION 1
+#define CDS_FORMAT_VERSION 2
 #define CDS_COMPLETE 0x45544c504d4f43ULL     /* "COMPLETE"-ish marker */
 #define CDS_PAGE 4096
 /* Where DUMP lays the archive out and SHARE tries to map it: far from the
    heap, the stack, the executable and the shared libraries. */
 #define CDS_PREFERRED_BASE ((uint64_t)0x200000000000ULL)
+
+/* The object regions, in file order, grouped by what writes to them at run
+   time, so that pages nothing writes stay shared between processes:
+     R_STR   interned strings, one copy per archive: interning them writes
+             their hash and state (each process), so they are together;
+     R_TUP   tuples with slots that interning fixups may redirect;
+     R_CODE  code objects (written when executed: specialization);
+     R_WARM  other strings (written only if hashed or converted to UTF-8);
+     R_COLD  everything else: never written (read-only with -X cds_protect).
+   Each module owns a range in each region but R_STR. */
+enum { R_STR = 0, R_TUP, R_CODE, R_WARM, R_COLD, CDS_NREGIONS };
+#define CDS_NRANGES (CDS_NREGIONS - 1)     /* range[i] is in region i + 1 */
 
 typedef struct {
     char magic[8];
@@ -70,8 +82,8 @@ typedef struct {
     uint64_t strtab_offset, strtab_size;
     uint64_t reloc_offset, reloc_count;   /* uint64 records */
     uint64_t fixup_offset, fixup_count;   /* cds_fixup records */
-    uint64_t hot_offset, hot_size;
-    uint64_t cold_offset, cold_size;
+    uint64_t region_offset[CDS_NREGIONS];  /* page-aligned, in this order */
+    uint64_t region_size[CDS_NREGIONS];
     int64_t optimize;            /* sys.flags.optimize of the dump */
     uint64_t index_checksum;     /* of index and string table */
     uint64_t header_checksum;    /* of this header, with this field and
@@ -90,8 +102,8 @@ typedef struct {
     int64_t mtime_ns;            /* of the source file at dump time */
     int64_t size;
     uint64_t code;               /* file offset of the module's code object */
-    uint64_t hot_start, hot_end;     /* file offsets of its objects */
-    uint64_t cold_start, cold_end;
+    uint64_t range[CDS_NRANGES][2];  /* file offsets of its objects: start,
+                                        end in regions R_TUP .. R_COLD */
     uint64_t reloc_start, reloc_count;   /* indexes into the relocations */
     uint64_t fixup_start, fixup_count;   /* indexes into the fixups */
     uint64_t checksum;           /* of its objects, relocations, fixups */
@@ -232,6 +244,20 @@ checksum(uint64_t h, const void *data, size_t len)
     return h;
 }
 
+/* What a module's checksum covers of a shared string it interns: its
+   length, kind and characters (its hash and state are per-process). */
+static uint64_t
+string_digest(uint64_t h, const PyASCIIObject *s)
+{
+    uint64_t head[2] = {(uint64_t)s->length,
+                        (uint64_t)s->state.kind | ((uint64_t)s->state.ascii << 8)};
+    const char *data = (const char *)s + (s->state.ascii
+                                          ? sizeof(PyASCIIObject)
+                                          : sizeof(PyCompactUnicodeObject));
+    h = checksum(h, head, sizeof(head));
+    return checksum(h, data, (size_t)s->length * s->state.kind);
+}
+
 /* 32 bytes that change whenever the interpreter binary changes: the ELF
    build ID of the image holding the runtime, plus the version, build
    information and the layouts the archive depends on. */
@@ -312,7 +338,6 @@ buf_append(buffer *b, const void *data, size_t size)
     return 0;
 }
 
-enum { HOT = 0, COLD = 1 };
 
 /* A pointer slot, by region and offset within the region. */
 typedef struct {
@@ -352,13 +377,14 @@ typedef struct {
     int64_t mtime_ns, size;
     uint32_t code_region;
     uint64_t code;
-    uint64_t hot_start, hot_end, cold_start, cold_end;
+    uint64_t start[CDS_NREGIONS], end[CDS_NREGIONS];
     size_t ptr_start, ptr_end;       /* in writer.ptrs */
     size_t fix_start, fix_end;       /* in writer.fixups */
 } module_rec;
 
 typedef struct {
-    buffer region[2];
+    buffer region[CDS_NREGIONS];
+    PyObject *strings;    /* interned str -> offset in R_STR, archive-wide */
     slot_vec ptrs;        /* pointer slots (relocations) */
     slot_vec fixups;      /* fixups, in the order they must run */
     slot_vec mod_interns, mod_frozensets, mod_codes;   /* per module */
@@ -394,9 +420,14 @@ init_header(writer *w, uint32_t region, uint64_t offset, PyObject *op)
     PyObject *copy = (PyObject *)(w->region[region].data + offset);
     copy->ob_refcnt = _Py_IMMORTAL_REFCNT;
     copy->ob_type = (PyTypeObject *)((uintptr_t)Py_TYPE(op) - image.bias);
+    w->objects++;
+    if (region == R_STR) {
+        /* shared by modules: the loader sets the type of each string when
+           it interns it, instead of a relocation record */
+        return 0;
+    }
     slot_rec rec = {region, RELOC_IMAGE, offset + offsetof(PyObject, ob_type),
                     0, 0};
-    w->objects++;
     return slots_add(&w->ptrs, rec);
 }
 
@@ -514,8 +545,8 @@ memo_get(writer *w, PyObject *op, uint32_t *region, uint64_t *offset)
     if (found > 0) {
         unsigned long long v = PyLong_AsUnsignedLongLong(value);
         Py_DECREF(value);
-        *region = (uint32_t)(v & 1);
-        *offset = v >> 1;
+        *region = (uint32_t)(v & 7);
+        *offset = v >> 3;
     }
     return found;
 }
@@ -524,7 +555,7 @@ static int
 memo_put(writer *w, PyObject *op, uint32_t region, uint64_t offset)
 {
     PyObject *key = PyLong_FromVoidPtr(op);
-    PyObject *value = PyLong_FromUnsignedLongLong((offset << 1) | region);
+    PyObject *value = PyLong_FromUnsignedLongLong((offset << 3) | region);
     int err = (key == NULL || value == NULL) ? -1
               : PyDict_SetItem(w->memo, key, value);
     Py_XDECREF(key);
@@ -559,15 +590,26 @@ write_object(writer *w, PyObject *op, uint32_t *region, uint64_t *offset)
         return found < 0 ? -1 : 0;
     }
     Py_ssize_t at;
+    if (PyUnicode_CheckExact(op) && PyUnicode_CHECK_INTERNED(op)) {
+        PyObject *known = PyDict_GetItemWithError(w->strings, op);
+        if (known != NULL) {
+            *region = R_STR;
+            *offset = PyLong_AsUnsignedLongLong(known);
+            return memo_put(w, op, *region, *offset);
+        }
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+    }
     if (PyUnicode_CheckExact(op)) {
         size_t header = PyUnicode_IS_ASCII(op) ? sizeof(PyASCIIObject)
                                                : sizeof(PyCompactUnicodeObject);
         size_t size = header + (PyUnicode_GET_LENGTH(op) + 1)
                                * PyUnicode_KIND(op);
-        /* hot: hashing caches the hash in the string (and unicode-keyed
-           dicts rely on it), interning writes its state, and
+        /* never cold: hashing caches the hash in the string (and
+           unicode-keyed dicts rely on it), interning writes its state, and
            PyUnicode_AsUTF8() caches a pointer in a non-ASCII one */
-        *region = HOT;
+        *region = PyUnicode_CHECK_INTERNED(op) ? R_STR : R_WARM;
         at = copy_object(w, *region, op, op, size, 0);
         if (at < 0) {
             return -1;
@@ -587,10 +629,18 @@ write_object(writer *w, PyObject *op, uint32_t *region, uint64_t *offset)
             ((PyCompactUnicodeObject *)s)->utf8 = NULL;
             ((PyCompactUnicodeObject *)s)->utf8_length = 0;
         }
+        if (*region == R_STR) {
+            PyObject *off = PyLong_FromSsize_t(at);
+            if (off == NULL || PyDict_SetItem(w->strings, op, off) < 0) {
+                Py_XDECREF(off);
+                return -1;
+            }
+            Py_DECREF(off);
+        }
     }
     else if (PyBytes_CheckExact(op)) {
         size_t size = offsetof(PyBytesObject, ob_sval) + PyBytes_GET_SIZE(op) + 1;
-        *region = COLD;
+        *region = R_COLD;
         at = copy_object(w, *region, op, op, size, 0);
         if (at < 0) {
             return -1;
@@ -604,23 +654,23 @@ _Py_COMP_DIAG_POP
         Py_ssize_t ndigits = _PyLong_DigitCount((PyLongObject *)op);
         size_t size = offsetof(PyLongObject, long_value.ob_digit)
                       + sizeof(digit) * (ndigits ? ndigits : 1);
-        *region = COLD;
+        *region = R_COLD;
         at = copy_object(w, *region, op, op, size, 0);
     }
     else if (PyFloat_CheckExact(op)) {
-        *region = COLD;
+        *region = R_COLD;
         at = copy_object(w, *region, op, op, sizeof(PyFloatObject), 0);
     }
     else if (PyComplex_CheckExact(op)) {
-        *region = COLD;
+        *region = R_COLD;
         at = copy_object(w, *region, op, op, sizeof(PyComplexObject), 0);
     }
     else if (PyTuple_CheckExact(op)) {
         Py_ssize_t n = PyTuple_GET_SIZE(op);
-        *region = COLD;
+        *region = R_COLD;
         for (Py_ssize_t i = 0; i < n; i++) {
             if (needs_fixup(PyTuple_GET_ITEM(op, i))) {
-                *region = HOT;   /* fixups will write to its slots */
+                *region = R_TUP;   /* fixups may write to its slots */
             }
         }
         size_t size = _PyObject_VAR_SIZE(&PyTuple_Type, n);
@@ -643,7 +693,7 @@ _Py_COMP_DIAG_POP
         /* copy only the bytes in use: the allocation's tail is garbage */
         size_t used = offsetof(PyCodeObject, co_code_adaptive)
                       + Py_SIZE(co) * sizeof(_Py_CODEUNIT);
-        *region = HOT;
+        *region = R_CODE;
         at = copy_object(w, *region, op, op, used, 0);
         if (at < 0 || buf_reserve(&w->region[*region], size - used) < 0) {
             return -1;
@@ -723,7 +773,10 @@ static int
 dump_module(writer *w, uint32_t kind, PyObject *name, PyObject *path,
             const struct stat *st, PyObject *code)
 {
-    size_t hot0 = w->region[HOT].len, cold0 = w->region[COLD].len;
+    size_t len0[CDS_NREGIONS];
+    for (int r = 0; r < CDS_NREGIONS; r++) {
+        len0[r] = w->region[r].len;
+    }
     size_t ptrs0 = w->ptrs.len, fix0 = w->fixups.len;
     Py_ssize_t objects0 = w->objects;
     uint32_t versions0 = w->code_versions;
@@ -770,10 +823,10 @@ dump_module(writer *w, uint32_t kind, PyObject *name, PyObject *path,
     }
     m->code_region = region;
     m->code = offset;
-    m->hot_start = hot0;
-    m->hot_end = w->region[HOT].len;
-    m->cold_start = cold0;
-    m->cold_end = w->region[COLD].len;
+    for (int r = 0; r < CDS_NREGIONS; r++) {
+        m->start[r] = len0[r];
+        m->end[r] = w->region[r].len;
+    }
     m->ptr_start = ptrs0;
     m->ptr_end = w->ptrs.len;
     m->fix_start = fix0;
@@ -781,8 +834,11 @@ dump_module(writer *w, uint32_t kind, PyObject *name, PyObject *path,
     return 0;
 
 error:
-    w->region[HOT].len = hot0;
-    w->region[COLD].len = cold0;
+    /* strings it added to R_STR stay: complete objects other modules may
+       share */
+    for (int r = R_STR + 1; r < CDS_NREGIONS; r++) {
+        w->region[r].len = len0[r];
+    }
     w->ptrs.len = ptrs0;
     w->fixups.len = fix0;
     w->objects = objects0;
@@ -1018,6 +1074,20 @@ page_align(uint64_t n)
     return (n + CDS_PAGE - 1) & ~(uint64_t)(CDS_PAGE - 1);
 }
 
+static int
+write_zeros(int fd, uint64_t n)
+{
+    static const char zeros[CDS_PAGE] = {0};
+    while (n > 0) {
+        size_t k = n < CDS_PAGE ? (size_t)n : CDS_PAGE;
+        if (_PyCDS_WriteAll(fd, zeros, k) < 0) {
+            return -1;
+        }
+        n -= k;
+    }
+    return 0;
+}
+
 /* Lay out and write the archive to 'path' (temporary file + rename). */
 static int
 write_archive(writer *w, const char *path, uint64_t *total_size)
@@ -1076,13 +1146,15 @@ write_archive(writer *w, const char *path, uint64_t *total_size)
     h.reloc_count = w->ptrs.len;
     h.fixup_offset = h.reloc_offset + 8 * h.reloc_count;
     h.fixup_count = w->fixups.len;
-    h.hot_offset = page_align(h.fixup_offset + sizeof(cds_fixup) * h.fixup_count);
-    h.hot_size = w->region[HOT].len;
-    h.cold_offset = page_align(h.hot_offset + h.hot_size);
-    h.cold_size = w->region[COLD].len;
-    h.file_size = page_align(h.cold_offset + h.cold_size);
+    uint64_t at = h.fixup_offset + sizeof(cds_fixup) * h.fixup_count;
+    for (int r = 0; r < CDS_NREGIONS; r++) {
+        h.region_offset[r] = page_align(at);
+        h.region_size[r] = w->region[r].len;
+        at = h.region_offset[r] + h.region_size[r];
+    }
+    h.file_size = page_align(at);
     h.optimize = _Py_GetConfig()->optimization_level;
-    uint64_t region_base[2] = {h.hot_offset, h.cold_offset};
+    const uint64_t *region_base = h.region_offset;
 
     /* resolve archive-internal pointers and make the relocation records */
     for (size_t i = 0; i < w->ptrs.len; i++) {
@@ -1108,20 +1180,29 @@ write_archive(writer *w, const char *path, uint64_t *total_size)
         e->mtime_ns = m->mtime_ns;
         e->size = m->size;
         e->code = region_base[m->code_region] + m->code;
-        e->hot_start = h.hot_offset + m->hot_start;
-        e->hot_end = h.hot_offset + m->hot_end;
-        e->cold_start = h.cold_offset + m->cold_start;
-        e->cold_end = h.cold_offset + m->cold_end;
+        for (int r = 0; r < CDS_NRANGES; r++) {
+            e->range[r][0] = h.region_offset[r + 1] + m->start[r + 1];
+            e->range[r][1] = h.region_offset[r + 1] + m->end[r + 1];
+        }
         e->reloc_start = m->ptr_start;
         e->reloc_count = m->ptr_end - m->ptr_start;
         e->fixup_start = m->fix_start;
         e->fixup_count = m->fix_end - m->fix_start;
-        uint64_t c = checksum(0, w->region[HOT].data + m->hot_start,
-                              m->hot_end - m->hot_start);
-        c = checksum(c, w->region[COLD].data + m->cold_start,
-                     m->cold_end - m->cold_start);
+        uint64_t c = 0;
+        for (int r = 1; r < CDS_NREGIONS; r++) {
+            c = checksum(c, w->region[r].data + m->start[r],
+                         m->end[r] - m->start[r]);
+        }
         c = checksum(c, relocs + e->reloc_start, 8 * e->reloc_count);
         c = checksum(c, fixups + e->fixup_start, sizeof(cds_fixup) * e->fixup_count);
+        /* and the contents of the shared strings it interns */
+        for (size_t k = m->fix_start; k < m->fix_end; k++) {
+            slot_rec *r = &w->fixups.items[k];
+            if (r->kind == FIXUP_INTERN) {
+                c = string_digest(c, (const PyASCIIObject *)
+                                  (w->region[R_STR].data + r->target));
+            }
+        }
         e->checksum = c;
     }
     h.index_checksum = checksum(checksum(0, index, n * sizeof(cds_index_entry)),
@@ -1160,14 +1241,16 @@ write_archive(writer *w, const char *path, uint64_t *total_size)
         goto done;
     }
     pos = h.fixup_offset + sizeof(cds_fixup) * h.fixup_count;
-    if (_PyCDS_WriteAll(fd, zeros, h.hot_offset - pos) < 0
-        || _PyCDS_WriteAll(fd, w->region[HOT].data ? w->region[HOT].data : "",
-                    h.hot_size) < 0
-        || _PyCDS_WriteAll(fd, zeros, h.cold_offset - (h.hot_offset + h.hot_size)) < 0
-        || _PyCDS_WriteAll(fd, w->region[COLD].data ? w->region[COLD].data : "",
-                    h.cold_size) < 0
-        || _PyCDS_WriteAll(fd, zeros, h.file_size - (h.cold_offset + h.cold_size)) < 0)
-    {
+    for (int r = 0; r < CDS_NREGIONS; r++) {
+        if (write_zeros(fd, h.region_offset[r] - pos) < 0
+            || _PyCDS_WriteAll(fd, w->region[r].data ? w->region[r].data : "",
+                               h.region_size[r]) < 0)
+        {
+            goto done;
+        }
+        pos = h.region_offset[r] + h.region_size[r];
+    }
+    if (write_zeros(fd, h.file_size - pos) < 0) {
         goto done;
     }
     if (fsync(fd) < 0) {
@@ -1233,8 +1316,10 @@ writer_clear(writer *w)
         Py_XDECREF(w->modules[i].path);
     }
     PyMem_RawFree(w->modules);
-    PyMem_RawFree(w->region[HOT].data);
-    PyMem_RawFree(w->region[COLD].data);
+    for (int r = 0; r < CDS_NREGIONS; r++) {
+        PyMem_RawFree(w->region[r].data);
+    }
+    Py_XDECREF(w->strings);
     PyMem_RawFree(w->ptrs.items);
     PyMem_RawFree(w->fixups.items);
     PyMem_RawFree(w->mod_interns.items);
@@ -1278,8 +1363,10 @@ _PyCDS_RunDump(void)
     PyObject *machinery = PyImport_ImportModule("importlib.machinery");
     PyObject *imp = PyImport_ImportModule("_imp");
     w.memo = PyDict_New();
+    w.strings = PyDict_New();
     w.keep = PyList_New(0);
-    if (machinery == NULL || imp == NULL || w.memo == NULL || w.keep == NULL) {
+    if (machinery == NULL || imp == NULL || w.memo == NULL || w.keep == NULL
+        || w.strings == NULL) {
         PyErr_Print();
         goto done;
     }
@@ -1454,11 +1541,13 @@ protect_fault(int signum, siginfo_t *info, void *context)
         n = fmt_str(msg, n, sizeof(msg), "' at file offset ");
         n = fmt_hex(msg, n, sizeof(msg), off);
         const cds_header *h = cds.hdr;
-        if (off >= h->cold_offset && off < h->cold_offset + h->cold_size) {
+        uint64_t cold = h->region_offset[R_COLD];
+        if (off >= cold && off < cold + h->region_size[R_COLD]) {
             n = fmt_str(msg, n, sizeof(msg), " (cold region");
             for (uint64_t i = 0; i < h->module_count; i++) {
                 const cds_index_entry *e = &cds.index[i];
-                if (off >= e->cold_start && off < e->cold_end) {
+                if (off >= e->range[R_COLD - 1][0]
+                    && off < e->range[R_COLD - 1][1]) {
                     n = fmt_str(msg, n, sizeof(msg), ", an object of module ");
                     n = fmt_str(msg, n, sizeof(msg), cds.strtab + e->name_off);
                     break;
@@ -1498,9 +1587,9 @@ protect_archive(void)
         return;
     }
     cds.protect = 1;
-    /* everything but the hot region */
-    protect_range(0, cds.hdr->hot_offset, PROT_READ);
-    protect_range(cds.hdr->cold_offset, cds.size, PROT_READ);
+    /* the header, index, relocations, fixups and the cold region */
+    protect_range(0, cds.hdr->region_offset[0], PROT_READ);
+    protect_range(cds.hdr->region_offset[R_COLD], cds.size, PROT_READ);
 }
 
 static int
@@ -1510,6 +1599,23 @@ unusable(const char *path, const char *reason)
     cds.reason = reason;
     _PyCDS_Log(1, "archive '%s' not used: %s", path, reason);
     return -1;
+}
+
+/* The regions follow the fixups in order, page-aligned, within the file. */
+static int
+regions_ok(const cds_header *h, uint64_t size)
+{
+    uint64_t at = h->fixup_offset + sizeof(cds_fixup) * h->fixup_count;
+    for (int r = 0; r < CDS_NREGIONS; r++) {
+        if (h->region_offset[r] < at || h->region_offset[r] % CDS_PAGE != 0
+            || h->region_offset[r] > size
+            || h->region_size[r] > size - h->region_offset[r])
+        {
+            return 0;
+        }
+        at = h->region_offset[r] + h->region_size[r];
+    }
+    return 1;
 }
 
 static int
@@ -1588,10 +1694,7 @@ open_archive(void)
         || h.reloc_offset < h.strtab_offset + h.strtab_size
         || h.reloc_offset % 8 != 0
         || h.fixup_offset != h.reloc_offset + 8 * h.reloc_count
-        || h.hot_offset < h.fixup_offset + sizeof(cds_fixup) * h.fixup_count
-        || h.hot_offset % CDS_PAGE != 0 || h.cold_offset % CDS_PAGE != 0
-        || h.cold_offset < h.hot_offset + h.hot_size
-        || h.cold_offset + h.cold_size > size
+        || !regions_ok(&h, size)
         || h.preferred_base % CDS_PAGE != 0)
     {
         close(fd);
@@ -1653,8 +1756,8 @@ open_archive(void)
     cds.image_delta = (intptr_t)image.bias;
     cds.path = path;
     cds.state = 1;
-    _PyCDS_ReadOnlyStart = (uintptr_t)base + h.cold_offset;
-    _PyCDS_ReadOnlyEnd = (uintptr_t)base + h.cold_offset + h.cold_size;
+    _PyCDS_ReadOnlyStart = (uintptr_t)base + h.region_offset[R_COLD];
+    _PyCDS_ReadOnlyEnd = _PyCDS_ReadOnlyStart + h.region_size[R_COLD];
     if (_PyCDS_GetSettings()->protect) {
         protect_archive();
     }
@@ -1669,8 +1772,42 @@ open_archive(void)
 static int
 in_module(const cds_index_entry *e, uint64_t off, uint64_t len)
 {
-    return (off >= e->hot_start && off + len <= e->hot_end)
-           || (off >= e->cold_start && off + len <= e->cold_end);
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        if (off >= e->range[r][0] && off + len <= e->range[r][1]) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The shared string at file offset 'off', or NULL if what is there is not
+   a well-formed archived string: checked before anything reads it. */
+static PyASCIIObject *
+shared_string(uint64_t off)
+{
+    const cds_header *h = cds.hdr;
+    uint64_t lo = h->region_offset[R_STR], hi = lo + h->region_size[R_STR];
+    if (off < lo || off % 16 != 0 || off + sizeof(PyASCIIObject) > hi) {
+        return NULL;
+    }
+    PyASCIIObject *s = (PyASCIIObject *)(cds.base + off);
+    uintptr_t type = (uintptr_t)s->ob_base.ob_type;
+    if (!_Py_IsImmortal((PyObject *)s)
+        || (type != (uintptr_t)&PyUnicode_Type
+            && type != (uintptr_t)&PyUnicode_Type - cds.image_delta)
+        || !s->state.compact || !s->state.statically_allocated
+        || (s->state.kind != 1 && s->state.kind != 2 && s->state.kind != 4)
+        || (s->state.ascii && s->state.kind != 1)
+        || s->length < 0 || (uint64_t)s->length > hi - off)
+    {
+        return NULL;
+    }
+    size_t header = s->state.ascii ? sizeof(PyASCIIObject)
+                                   : sizeof(PyCompactUnicodeObject);
+    if (off + header + ((uint64_t)s->length + 1) * s->state.kind > hi) {
+        return NULL;
+    }
+    return s;
 }
 
 /* Verify, relocate and fix up one module's objects, once per process. */
@@ -1684,11 +1821,16 @@ prepare_module(size_t i)
     int64_t t0 = now_ns();
     int result = -1;
     /* bounds of everything the entry points at */
-    if (e->hot_start > e->hot_end || e->cold_start > e->cold_end
-        || e->hot_start < h->hot_offset || e->hot_end > h->hot_offset + h->hot_size
-        || e->cold_start < h->cold_offset
-        || e->cold_end > h->cold_offset + h->cold_size
-        || e->reloc_start > h->reloc_count
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        uint64_t lo = h->region_offset[r + 1], hi = lo + h->region_size[r + 1];
+        if (e->range[r][0] > e->range[r][1] || e->range[r][0] < lo
+            || e->range[r][1] > hi)
+        {
+            _PyCDS_Log(1, "module %s: bad index entry (corrupt archive)", name);
+            goto done;
+        }
+    }
+    if (e->reloc_start > h->reloc_count
         || e->reloc_count > h->reloc_count - e->reloc_start
         || e->fixup_start > h->fixup_count
         || e->fixup_count > h->fixup_count - e->fixup_start
@@ -1699,10 +1841,33 @@ prepare_module(size_t i)
     }
     const uint64_t *relocs = (const uint64_t *)(base + h->reloc_offset) + e->reloc_start;
     const cds_fixup *fixups = (const cds_fixup *)(base + h->fixup_offset) + e->fixup_start;
-    uint64_t c = checksum(0, base + e->hot_start, e->hot_end - e->hot_start);
-    c = checksum(c, base + e->cold_start, e->cold_end - e->cold_start);
+    for (uint64_t k = 0; k < e->fixup_count; k++) {
+        if (!in_module(e, fixups[k].offset, 8) || (fixups[k].offset & 7)
+            || fixups[k].kind < FIXUP_INTERN || fixups[k].kind > FIXUP_CODE)
+        {
+            _PyCDS_Log(1, "module %s: bad fixup (corrupt archive)", name);
+            goto done;
+        }
+    }
+    uint64_t c = 0;
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        c = checksum(c, base + e->range[r][0], e->range[r][1] - e->range[r][0]);
+    }
     c = checksum(c, relocs, 8 * e->reloc_count);
     c = checksum(c, fixups, sizeof(cds_fixup) * e->fixup_count);
+    for (uint64_t k = 0; k < e->fixup_count; k++) {
+        if (fixups[k].kind != FIXUP_INTERN) {
+            continue;
+        }
+        /* the slot still holds the address the dump laid out */
+        uint64_t target = *(uint64_t *)(base + fixups[k].offset) - h->preferred_base;
+        const PyASCIIObject *str = shared_string(target);
+        if (str == NULL) {
+            _PyCDS_Log(1, "module %s: bad shared string (corrupt archive)", name);
+            goto done;
+        }
+        c = string_digest(c, str);
+    }
     if (c != e->checksum) {
         _PyCDS_Log(1, "module %s: checksum mismatch (corrupt archive)", name);
         goto done;
@@ -1715,18 +1880,11 @@ prepare_module(size_t i)
             goto done;
         }
     }
-    for (uint64_t k = 0; k < e->fixup_count; k++) {
-        if (!in_module(e, fixups[k].offset, 8) || (fixups[k].offset & 7)
-            || fixups[k].kind < FIXUP_INTERN || fixups[k].kind > FIXUP_CODE)
-        {
-            _PyCDS_Log(1, "module %s: bad fixup (corrupt archive)", name);
-            goto done;
-        }
-    }
     /* Relocate only when something moved: otherwise nothing is written. */
     if (relocate) {
         if (cds.protect) {
-            protect_range(e->cold_start, e->cold_end, PROT_READ | PROT_WRITE);
+            protect_range(e->range[R_COLD - 1][0], e->range[R_COLD - 1][1],
+                          PROT_READ | PROT_WRITE);
         }
         for (uint64_t k = 0; k < e->reloc_count; k++) {
             uint64_t *slot = (uint64_t *)(base + (relocs[k] & ~(uint64_t)1));
@@ -1736,7 +1894,8 @@ prepare_module(size_t i)
             }
         }
         if (cds.protect) {
-            protect_range(e->cold_start, e->cold_end, PROT_READ);
+            protect_range(e->range[R_COLD - 1][0], e->range[R_COLD - 1][1],
+                          PROT_READ);
         }
         cds.relocated++;
     }
@@ -1748,6 +1907,10 @@ prepare_module(size_t i)
             case FIXUP_INTERN: {
                 /* consecutive fixups of the same string: intern it once */
                 PyObject *s = *slot;
+                if (Py_TYPE(s) != &PyUnicode_Type) {
+                    /* the first use of this shared string in the process */
+                    Py_SET_TYPE(s, &PyUnicode_Type);
+                }
                 PyObject *t = (s == last_s) ? last_t
                                             : _PyUnicode_InternArchived(interp, s);
                 if (t != s) {

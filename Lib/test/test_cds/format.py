@@ -10,19 +10,26 @@ MAGIC = b'PYCDS\r\n\x1a'
 COMPLETE = 0x45544c504d4f43
 PAGE = 4096
 
-HEADER = struct.Struct('<8sII32sQQQQQQQQQQQQQQqQQQ')
-HEADER_FIELDS = ('magic', 'format_version', 'header_size', 'fingerprint',
-                 'preferred_base', 'file_size', 'index_offset', 'module_count',
-                 'strtab_offset', 'strtab_size', 'reloc_offset', 'reloc_count',
-                 'fixup_offset', 'fixup_count', 'hot_offset', 'hot_size',
-                 'cold_offset', 'cold_size', 'optimize', 'index_checksum',
-                 'header_checksum', 'complete')
+# the object regions, in file order; modules have a range in all but 'str'
+REGIONS = ('str', 'tup', 'code', 'warm', 'cold')
+MODULE_REGIONS = REGIONS[1:]
 
-ENTRY = struct.Struct('<IIQQQqqQQQQQQQQQQ')
-ENTRY_FIELDS = ('kind', 'name_len', 'name_off', 'path_off', 'path_len',
-                'mtime_ns', 'size', 'code', 'hot_start', 'hot_end',
-                'cold_start', 'cold_end', 'reloc_start', 'reloc_count',
-                'fixup_start', 'fixup_count', 'checksum')
+HEADER = struct.Struct('<8sII32sQQQQQQQQQQ5Q5QqQQQ')
+HEADER_FIELDS = (('magic', 'format_version', 'header_size', 'fingerprint',
+                  'preferred_base', 'file_size', 'index_offset', 'module_count',
+                  'strtab_offset', 'strtab_size', 'reloc_offset', 'reloc_count',
+                  'fixup_offset', 'fixup_count')
+                 + tuple(f'{r}_offset' for r in REGIONS)
+                 + tuple(f'{r}_size' for r in REGIONS)
+                 + ('optimize', 'index_checksum', 'header_checksum', 'complete'))
+
+ENTRY = struct.Struct('<IIQQQqqQ8QQQQQQ')
+ENTRY_FIELDS = (('kind', 'name_len', 'name_off', 'path_off', 'path_len',
+                 'mtime_ns', 'size', 'code')
+                + tuple(f'{r}_{end}' for r in MODULE_REGIONS
+                        for end in ('start', 'end'))
+                + ('reloc_start', 'reloc_count', 'fixup_start', 'fixup_count',
+                   'checksum'))
 KINDS = {1: 'source', 2: 'frozen'}
 FIXUP = struct.Struct('<QQ')
 FIXUP_KINDS = {1: 'intern', 2: 'frozenset', 3: 'code'}
@@ -113,14 +120,41 @@ def fixups(data, entry):
         data[start:start + FIXUP.size * entry['fixup_count']])]
 
 
+def in_module(entry, offset):
+    return any(entry[f'{r}_start'] <= offset < entry[f'{r}_end']
+               for r in MODULE_REGIONS)
+
+
+# str object layout (64-bit): ob_refcnt, ob_type, length, hash, state (4
+# bytes, padded to 8); a non-ASCII string has utf8_length and utf8 after it
+ASCII_HEADER = 40
+COMPACT_HEADER = 56
+
+
+def string_digest(data, offset, h):
+    length, = struct.unpack_from('<q', data, offset + 16)
+    state, = struct.unpack_from('<I', data, offset + 32)
+    kind = (state >> 2) & 7
+    ascii = (state >> 6) & 1
+    start = offset + (ASCII_HEADER if ascii else COMPACT_HEADER)
+    h = checksum(struct.pack('<QQ', length, kind | (ascii << 8)), h)
+    return checksum(data[start:start + length * kind], h)
+
+
 def module_checksum(data, entry):
     h = read_header(data)
-    c = checksum(data[entry['hot_start']:entry['hot_end']])
-    c = checksum(data[entry['cold_start']:entry['cold_end']], c)
+    c = 0
+    for r in MODULE_REGIONS:
+        c = checksum(data[entry[f'{r}_start']:entry[f'{r}_end']], c)
     rs = h['reloc_offset'] + 8 * entry['reloc_start']
     c = checksum(data[rs:rs + 8 * entry['reloc_count']], c)
     fs = h['fixup_offset'] + FIXUP.size * entry['fixup_start']
-    return checksum(data[fs:fs + FIXUP.size * entry['fixup_count']], c)
+    c = checksum(data[fs:fs + FIXUP.size * entry['fixup_count']], c)
+    for off, kind in fixups(data, entry):
+        if kind == 'intern':
+            target, = struct.unpack_from('<Q', data, off)
+            c = string_digest(data, target - h['preferred_base'], c)
+    return c
 
 
 def validate(data):
@@ -143,8 +177,12 @@ def validate(data):
         if module_checksum(data, e) != e['checksum']:
             problems.append(f"{e['name']}: checksum")
         for r in relocations(data, e):
-            off = r & ~1
-            if not (e['hot_start'] <= off < e['hot_end']
-                    or e['cold_start'] <= off < e['cold_end']):
+            if not in_module(e, r & ~1):
                 problems.append(f"{e['name']}: relocation outside the module")
+        for off, kind in fixups(data, e):
+            if kind == 'intern':
+                target = struct.unpack_from('<Q', data, off)[0] - h['preferred_base']
+                if not (h['str_offset'] <= target < h['str_offset'] + h['str_size']):
+                    problems.append(f"{e['name']}: interned string outside "
+                                    "the string region")
     return problems

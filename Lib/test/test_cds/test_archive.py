@@ -64,8 +64,14 @@ class ArchiveFileTests(unittest.TestCase):
         h = cdsformat.read_header(data)
         self.assertEqual(h['magic'], cdsformat.MAGIC)
         self.assertEqual(h['file_size'] % cdsformat.PAGE, 0)
-        self.assertEqual(h['hot_offset'] % cdsformat.PAGE, 0)
-        self.assertEqual(h['cold_offset'] % cdsformat.PAGE, 0)
+        end = h['fixup_offset'] + 16 * h['fixup_count']
+        for region in cdsformat.REGIONS:
+            # in order, page-aligned, every region used
+            self.assertEqual(h[f'{region}_offset'] % cdsformat.PAGE, 0)
+            self.assertGreaterEqual(h[f'{region}_offset'], end)
+            self.assertGreater(h[f'{region}_size'], 0, region)
+            end = h[f'{region}_offset'] + h[f'{region}_size']
+        self.assertLessEqual(end, h['file_size'])
         entries = cdsformat.read_index(data)
         keys = [(e['kind'] == 'frozen', e['name'], e['path'] or b'')
                 for e in entries]
@@ -79,7 +85,7 @@ class ArchiveFileTests(unittest.TestCase):
                                  (st.st_size, st.st_mtime_ns))
             else:
                 self.assertIsNone(e['path'])
-            self.assertTrue(e['hot_start'] <= e['code'] < e['hot_end'])
+            self.assertTrue(e['code_start'] <= e['code'] < e['code_end'])
             kinds = [k for off, k in cdsformat.fixups(data, e)]
             # interning first, then frozensets, then code objects
             order = {'intern': 0, 'frozenset': 1, 'code': 2}

@@ -123,6 +123,11 @@ class ProtectTests(ShareTestCase):
                 self.assertGreaterEqual(offset, header['cold_offset'])
                 self.assertLess(offset,
                                 header['cold_offset'] + header['cold_size'])
+                # within the range of cdsapp.shapes
+                with open(self.archive, 'rb') as f:
+                    entries = cdsformat.read_index(f.read())
+                shapes = [e for e in entries if e['name'] == 'cdsapp.shapes'][0]
+                self.assertTrue(shapes['cold_start'] <= offset < shapes['cold_end'])
 
     def test_other_crashes_are_not_reported_as_archive_writes(self):
         code = 'import ctypes; ctypes.string_at(0)'

@@ -447,6 +447,40 @@ class BadArchiveTests(ShareTestCase):
         self.assertEqual(info['rejected'], 1)
         self.assertGreater(info['served'], 1)
 
+    def shared_string_of(self, module, text):
+        h = cdsformat.read_header(self.good)
+        entry = next(e for e in cdsformat.read_index(self.good)
+                     if e['name'] == module)
+        for off, kind in cdsformat.fixups(self.good, entry):
+            if kind == 'intern':
+                target = int.from_bytes(self.good[off:off + 8], 'little')
+                target -= h['preferred_base']
+                start = target + cdsformat.ASCII_HEADER
+                if self.good[start:start + len(text) + 1] == text + b'\0':
+                    return target
+        self.fail(f'{text} not interned by {module}')
+
+    def test_corrupt_shared_string(self):
+        # the characters of an identifier the module shares with others:
+        # covered by the checksum of every module that interns it
+        target = self.shared_string_of('cdsapp.shapes', b'make_adder')
+        data = bytearray(self.good)
+        data[target + cdsformat.ASCII_HEADER] ^= 0x01
+        bad = os.path.join(self.tmp, 'bad.cds')
+        with open(bad, 'wb') as f:
+            f.write(data)
+        r = self.share('-X', 'cds_verbose', self.main, archive=bad)
+        self.assertEqual(r.stdout, self.expected)
+        self.assertIn('module cdsapp.shapes: checksum mismatch', r.stderr)
+        # a length running past the string region: rejected before use
+        data = bytearray(self.good)
+        data[target + 16:target + 24] = (2 ** 40).to_bytes(8, 'little')
+        with open(bad, 'wb') as f:
+            f.write(data)
+        r = self.share('-X', 'cds_verbose', self.main, archive=bad)
+        self.assertEqual(r.stdout, self.expected)
+        self.assertIn('module cdsapp.shapes: bad shared string', r.stderr)
+
     def test_unreadable(self):
         if os.geteuid() == 0:
             self.skipTest('root can read any file')
