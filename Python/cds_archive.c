@@ -205,43 +205,42 @@ rotl64(uint64_t x, int r)
 #define CK_P1 0x9E3779B185EBCA87ULL
 #define CK_P2 0xC2B2AE3D27D4EB4FULL
 
-static inline uint64_t
-ck_round(uint64_t v, const unsigned char *p)
-{
-    uint64_t w;
-    memcpy(&w, p, 8);
-    return rotl64(v + w * CK_P2, 31) * CK_P1;
-}
-
-/* A fast 64-bit checksum in the style of xxHash64: four independent lanes
-   over 32-byte blocks (so that the CPU overlaps them), then the tail. */
+/* A fast 64-bit checksum: four lanes of Fletcher-style sums over 64-bit
+   words (a += w; b += a: two additions per word, which the CPU overlaps),
+   the tail zero-padded to a 32-byte block, then the lanes and the length
+   mixed.  It detects damage (any single flipped bit, reordered words),
+   not tampering. */
 static uint64_t
 checksum(uint64_t h, const void *data, size_t len)
 {
-    const uint64_t P1 = CK_P1, P2 = CK_P2;
     const unsigned char *p = data;
-    size_t total = len;
-    if (len >= 32) {
-        uint64_t v0 = h + P1, v1 = h + P2, v2 = h, v3 = h - P1;
-        for (; len >= 32; p += 32, len -= 32) {
-            v0 = ck_round(v0, p);
-            v1 = ck_round(v1, p + 8);
-            v2 = ck_round(v2, p + 16);
-            v3 = ck_round(v3, p + 24);
-        }
-        h = rotl64(v0, 1) + rotl64(v1, 7) + rotl64(v2, 12) + rotl64(v3, 18);
+    uint64_t a0 = h, a1 = h ^ CK_P1, a2 = h ^ CK_P2, a3 = ~h;
+    uint64_t b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+    uint64_t w[4];
+    size_t n = len;
+    for (; n > 32; p += 32, n -= 32) {
+        memcpy(w, p, 32);
+        a0 += w[0]; b0 += a0;
+        a1 += w[1]; b1 += a1;
+        a2 += w[2]; b2 += a2;
+        a3 += w[3]; b3 += a3;
     }
-    h ^= total * P1;
-    for (; len >= 8; p += 8, len -= 8) {
-        h = ck_round(h, p);
-    }
-    for (; len > 0; p++, len--) {
-        h = rotl64(h ^ (*p * P1), 11) * P2;
-    }
-    h ^= h >> 33;
-    h *= P2;
-    h ^= h >> 29;
-    return h;
+    /* the last block, 0 to 32 bytes, zero-padded */
+    memset(w, 0, sizeof(w));
+    memcpy(w, p, n);
+    a0 += w[0]; b0 += a0;
+    a1 += w[1]; b1 += a1;
+    a2 += w[2]; b2 += a2;
+    a3 += w[3]; b3 += a3;
+    uint64_t x = (uint64_t)len * CK_P1;
+    x = rotl64(x ^ (a0 + rotl64(b0, 23)), 31) * CK_P2;
+    x = rotl64(x ^ (a1 + rotl64(b1, 23)), 31) * CK_P2;
+    x = rotl64(x ^ (a2 + rotl64(b2, 23)), 31) * CK_P2;
+    x = rotl64(x ^ (a3 + rotl64(b3, 23)), 31) * CK_P2;
+    x ^= x >> 33;
+    x *= CK_P1;
+    x ^= x >> 29;
+    return x;
 }
 
 /* What a module's checksum covers of a shared string it interns: its
@@ -249,13 +248,26 @@ checksum(uint64_t h, const void *data, size_t len)
 static uint64_t
 string_digest(uint64_t h, const PyASCIIObject *s)
 {
-    uint64_t head[2] = {(uint64_t)s->length,
-                        (uint64_t)s->state.kind | ((uint64_t)s->state.ascii << 8)};
+    uint64_t head = (uint64_t)s->state.kind | ((uint64_t)s->state.ascii << 8);
     const char *data = (const char *)s + (s->state.ascii
                                           ? sizeof(PyASCIIObject)
                                           : sizeof(PyCompactUnicodeObject));
-    h = checksum(h, head, sizeof(head));
-    return checksum(h, data, (size_t)s->length * s->state.kind);
+    /* identifiers are short: 8-byte words, then the tail with the length,
+       each mixed in; cheaper than checksum() for a few bytes */
+    const unsigned char *p = (const unsigned char *)data;
+    size_t len = (size_t)s->length * s->state.kind, n = len;
+    uint64_t x = rotl64(h ^ head, 17) * CK_P1;
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        x = rotl64(x ^ w, 29) * CK_P2;
+    }
+    uint64_t tail = 0;
+    for (size_t i = 0; i < n; i++) {
+        tail |= (uint64_t)p[i] << (8 * i);
+    }
+    x = rotl64(x ^ tail ^ ((uint64_t)len << 56), 29) * CK_P2;
+    return x ^ (x >> 31);
 }
 
 /* 32 bytes that change whenever the interpreter binary changes: the ELF

@@ -43,33 +43,24 @@ def _rotl(x, r):
     return ((x << r) | (x >> (64 - r))) & M64
 
 
-def _round(v, w):
-    return (_rotl((v + w * P2) & M64, 31) * P1) & M64
-
-
 def checksum(data, h=0):
     """The archive's 64-bit checksum of 'data', continuing from 'h'."""
     data = bytes(data)
     n = len(data)
-    pos = 0
-    if n >= 32:
-        v = [(h + P1) & M64, (h + P2) & M64, h, (h - P1) & M64]
-        blocks = n - n % 32
-        for i, (w,) in enumerate(struct.iter_unpack('<Q', data[:blocks])):
-            v[i % 4] = _round(v[i % 4], w)
-        h = (_rotl(v[0], 1) + _rotl(v[1], 7) + _rotl(v[2], 12)
-             + _rotl(v[3], 18)) & M64
-        pos = blocks
-    h = (h ^ (n * P1)) & M64
-    end = n - n % 8
-    for (w,) in struct.iter_unpack('<Q', data[pos:end]):
-        h = _round(h, w)
-    for b in data[end:]:
-        h = (_rotl(h ^ ((b * P1) & M64), 11) * P2) & M64
-    h ^= h >> 33
-    h = (h * P2) & M64
-    h ^= h >> 29
-    return h
+    padded = data + bytes(-n % 32 if n else 32)
+    a = [h, h ^ P1, h ^ P2, ~h & M64]
+    b = [0, 0, 0, 0]
+    for i, (w,) in enumerate(struct.iter_unpack('<Q', padded)):
+        lane = i % 4
+        a[lane] = (a[lane] + w) & M64
+        b[lane] = (b[lane] + a[lane]) & M64
+    x = (n * P1) & M64
+    for i in range(4):
+        x = (_rotl(x ^ ((a[i] + _rotl(b[i], 23)) & M64), 31) * P2) & M64
+    x ^= x >> 33
+    x = (x * P1) & M64
+    x ^= x >> 29
+    return x
 
 
 def read_header(data):
@@ -137,8 +128,14 @@ def string_digest(data, offset, h):
     kind = (state >> 2) & 7
     ascii = (state >> 6) & 1
     start = offset + (ASCII_HEADER if ascii else COMPACT_HEADER)
-    h = checksum(struct.pack('<QQ', length, kind | (ascii << 8)), h)
-    return checksum(data[start:start + length * kind], h)
+    chars = bytes(data[start:start + length * kind])
+    x = (_rotl(h ^ (kind | (ascii << 8)), 17) * P1) & M64
+    whole = len(chars) - len(chars) % 8
+    for (w,) in struct.iter_unpack('<Q', chars[:whole]):
+        x = (_rotl(x ^ w, 29) * P2) & M64
+    tail = int.from_bytes(chars[whole:], 'little')
+    x = (_rotl(x ^ tail ^ ((len(chars) << 56) & M64), 29) * P2) & M64
+    return x ^ (x >> 31)
 
 
 def module_checksum(data, entry):
