@@ -23,6 +23,7 @@
 #include "pycore_cds.h"
 #include "pycore_code.h"          // _PyCode_CODE()
 #include "pycore_gc.h"            // PyGC_Head
+#include "pycore_global_objects.h" // _Py_INTERP_CACHED_OBJECT()
 #include "pycore_long.h"          // _PyLong_DigitCount()
 #include "pycore_object.h"        // _PyObject_VAR_SIZE()
 #include "pycore_pystate.h"       // _PyInterpreterState_GET()
@@ -84,6 +85,8 @@ typedef struct {
     uint64_t fixup_offset, fixup_count;   /* cds_fixup records */
     uint64_t region_offset[CDS_NREGIONS];  /* page-aligned, in this order */
     uint64_t region_size[CDS_NREGIONS];
+    uint64_t seed_size;          /* start-up strings at the start of R_STR */
+    uint64_t seed_checksum;      /* of those seed_size bytes */
     int64_t optimize;            /* sys.flags.optimize of the dump */
     uint64_t index_checksum;     /* of index and string table */
     uint64_t header_checksum;    /* of this header, with this field and
@@ -406,6 +409,7 @@ typedef struct {
     PyObject *keep;       /* objects made while dumping, kept alive */
     Py_ssize_t objects;
     uint32_t code_versions;   /* code objects given a co_version so far */
+    size_t seed_size;         /* bytes of start-up strings in R_STR */
     const char *skip_reason;
 } writer;
 
@@ -858,6 +862,60 @@ error:
     return -1;
 }
 
+/* --- start-up strings ---------------------------------------------------
+
+   Start-up interns a few thousand strings (builtins' names, methods of the
+   built-in types, names of the modules every start-up runs) before any
+   module is imported.  An archived identifier equal to one of them could
+   not become the canonical string, and every tuple and code object
+   referencing it would be written when its module is prepared.  So DUMP
+   notes the strings start-up has interned, puts them first in R_STR (the
+   "seed"), and SHARE interns them as soon as the interpreter can intern,
+   before the runtime interns its own copies. */
+
+static PyObject *startup_strings;    /* DUMP: sorted list of str */
+
+void
+_PyCDS_BeforeSite(PyInterpreterState *interp)
+{
+    if (_PyCDS_GetSettings()->mode != _PyCDS_DUMP
+        || !_Py_IsMainInterpreter(interp) || startup_strings != NULL)
+    {
+        return;
+    }
+    PyObject *interned = _Py_INTERP_CACHED_OBJECT(interp, interned_strings);
+    PyObject *keys = interned ? PyDict_Keys(interned) : NULL;
+    if (keys == NULL || PyList_Sort(keys) < 0) {
+        Py_XDECREF(keys);
+        PyErr_Clear();
+        return;
+    }
+    startup_strings = keys;
+}
+
+static int
+write_seeds(writer *w)
+{
+    if (startup_strings == NULL) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(startup_strings); i++) {
+        PyObject *str = PyList_GET_ITEM(startup_strings, i);
+        uint32_t region;
+        uint64_t offset;
+        if (!PyUnicode_CheckExact(str) || !PyUnicode_CHECK_INTERNED(str)
+            || is_static_object(str))
+        {
+            continue;
+        }
+        if (write_object(w, str, &region, &offset) < 0) {
+            return -1;
+        }
+    }
+    PyDict_Clear(w->memo);
+    return 0;
+}
+
 /* --- finding modules the way a normal import would -------------------- */
 
 /* Return the source path PathFinder finds for 'name' on sys.path (new
@@ -1165,6 +1223,9 @@ write_archive(writer *w, const char *path, uint64_t *total_size)
         at = h.region_offset[r] + h.region_size[r];
     }
     h.file_size = page_align(at);
+    h.seed_size = w->seed_size;
+    h.seed_checksum = checksum(0, w->region[R_STR].data ? w->region[R_STR].data : "",
+                               w->seed_size);
     h.optimize = _Py_GetConfig()->optimization_level;
     const uint64_t *region_base = h.region_offset;
 
@@ -1382,6 +1443,11 @@ _PyCDS_RunDump(void)
         PyErr_Print();
         goto done;
     }
+    if (write_seeds(&w) < 0) {
+        PyErr_Print();
+        goto done;
+    }
+    w.seed_size = w.region[R_STR].len;
     /* Listed frozen modules are archived even if this process runs with
        -X frozen_modules=off (the default of a debug build): their code is
        part of the binary whatever the setting. */
@@ -1627,7 +1693,7 @@ regions_ok(const cds_header *h, uint64_t size)
         }
         at = h->region_offset[r] + h->region_size[r];
     }
-    return 1;
+    return h->seed_size <= h->region_size[R_STR];
 }
 
 static int
@@ -1946,7 +2012,10 @@ prepare_module(size_t i)
                 break;
             }
             case FIXUP_CODE:
-                _PyCode_InitArchived((PyCodeObject *)slot);
+                /* the module's own code object is served as a copy */
+                if (fixups[k].offset != e->code) {
+                    _PyCode_InitArchived((PyCodeObject *)slot);
+                }
                 break;
         }
     }
@@ -1955,6 +2024,84 @@ prepare_module(size_t i)
 done:
     cds.prepare_ns += now_ns() - t0;
     return result;
+}
+
+/* A module's own code object runs once, when the module is imported, and
+   running writes to its bytecode (the adaptive interpreter's counters):
+   serve a copy on the heap, which is freed after the import as the code
+   object from a .pyc is, and leave the archived one unwritten.  The copy
+   refers to the same archived constants, names and tables. */
+static PyObject *
+copy_module_code(PyCodeObject *co)
+{
+    PyCodeObject *copy = PyObject_NewVar(PyCodeObject, &PyCode_Type,
+                                         Py_SIZE(co));
+    if (copy == NULL) {
+        return NULL;
+    }
+    size_t start = offsetof(PyCodeObject, co_consts);
+    memcpy((char *)copy + start, (char *)co + start,
+           _PyObject_VAR_SIZE(&PyCode_Type, Py_SIZE(co)) - start);
+    Py_INCREF(copy->co_consts);
+    Py_INCREF(copy->co_names);
+    Py_INCREF(copy->co_exceptiontable);
+    Py_INCREF(copy->co_localsplusnames);
+    Py_INCREF(copy->co_localspluskinds);
+    Py_INCREF(copy->co_filename);
+    Py_INCREF(copy->co_name);
+    Py_INCREF(copy->co_qualname);
+    Py_INCREF(copy->co_linetable);
+    _PyCode_InitArchived(copy);
+    return (PyObject *)copy;
+}
+
+/* Intern the seed: the start-up strings at the start of R_STR. */
+static int
+intern_seed(PyInterpreterState *interp)
+{
+    const cds_header *h = cds.hdr;
+    uint64_t off = h->region_offset[R_STR];
+    uint64_t end = off + h->seed_size;
+    if (checksum(0, cds.base + off, h->seed_size) != h->seed_checksum) {
+        return unusable(cds.path, "start-up strings checksum mismatch "
+                                  "(corrupt archive)");
+    }
+    Py_ssize_t n = 0;
+    while (off < end) {
+        PyASCIIObject *s = shared_string(off);
+        if (s == NULL) {
+            return unusable(cds.path, "bad start-up string (corrupt archive)");
+        }
+        size_t header = s->state.ascii ? sizeof(PyASCIIObject)
+                                       : sizeof(PyCompactUnicodeObject);
+        off += (header + ((uint64_t)s->length + 1) * s->state.kind + 15)
+               & ~(uint64_t)15;
+        Py_SET_TYPE((PyObject *)s, &PyUnicode_Type);
+        PyObject *t = _PyUnicode_InternArchived(interp, (PyObject *)s);
+        if (t != (PyObject *)s) {
+            Py_DECREF(t);     /* interned earlier: the slots will say so */
+        }
+        n++;
+    }
+    _PyCDS_Log(2, "%zd start-up strings interned", n);
+    return 0;
+}
+
+void
+_PyCDS_InitInterp(PyInterpreterState *interp)
+{
+    if (_PyCDS_GetSettings()->mode != _PyCDS_SHARE
+        || !_Py_IsMainInterpreter(interp) || cds.state != 0)
+    {
+        return;
+    }
+    int64_t t0 = now_ns();
+    if (open_archive() == 0) {
+        /* on failure nothing more of the archive is used; the strings
+           interned so far are valid, immortal objects */
+        (void)intern_seed(interp);
+    }
+    cds.open_ns = now_ns() - t0;
 }
 
 static int
@@ -2050,7 +2197,7 @@ _PyCDS_ArchiveLookup(const char *kindname, PyObject *name, PyObject *path)
     }
     cds.served++;
     _PyCDS_Log(2, "served: %s", cname);
-    return Py_NewRef((PyObject *)(cds.base + e->code));
+    return copy_module_code((PyCodeObject *)(cds.base + e->code));
 }
 
 /* Called when the runtime finalizes.  The mapping stays (objects that were

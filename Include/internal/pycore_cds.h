@@ -82,6 +82,11 @@ extern int _PyCDS_RunDump(void);   /* returns the process exit status */
 extern PyObject *_PyCDS_ArchiveLookup(const char *kind, PyObject *name,
                                       PyObject *path);
 extern PyObject *_PyCDS_FindFrozenCode(PyObject *name);
+/* pylifecycle.c: SHARE maps the archive and interns its start-up strings
+   as soon as the interpreter can intern (main interpreter only); DUMP takes
+   note of the strings start-up has interned, before site runs. */
+extern void _PyCDS_InitInterp(PyInterpreterState *interp);
+extern void _PyCDS_BeforeSite(PyInterpreterState *interp);
 extern int _PyCDS_IsArchivedObject(PyObject *op);
 
 /* The archive's read-only (cold) region: objects that nothing may write

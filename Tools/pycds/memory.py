@@ -65,6 +65,40 @@ def archive_private():
                 total += int(parts[1])
     return total
 
+REGIONS = ("str", "tup", "code", "warm", "cold")
+
+def exclusive_pages_by_region():
+    """kB of archive pages this process maps exclusively (a private copy
+    made after the fork), by region of the archive (format 2 header)."""
+    import struct
+    if not ARCHIVE_MAPPED:
+        return {}
+    with open(ARCHIVE, "rb") as f:
+        head = f.read(256)
+    offsets = struct.unpack_from("<5Q", head, 128)
+    base = None
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and parts[5] == ARCHIVE:
+                lo = int(parts[0].split("-")[0], 16)
+                base = lo - int(parts[2], 16) if base is None else base
+    size = os.path.getsize(ARCHIVE)
+    out = {"meta": 0, **{r: 0 for r in REGIONS}}
+    with open("/proc/self/pagemap", "rb") as pm:
+        pm.seek(base // 4096 * 8)
+        raw = pm.read(size // 4096 * 8)
+    for i in range(size // 4096):
+        v = int.from_bytes(raw[8 * i:8 * i + 8], "little")
+        if v >> 63 and (v >> 56) & 1 and not (v >> 61) & 1:
+            off = i * 4096
+            region = "meta"
+            for r, o in zip(REGIONS, offsets):
+                if off >= o:
+                    region = r
+            out[region] += 4
+    return out
+
 def rollup(field):
     with open("/proc/self/smaps_rollup") as f:
         for line in f:
@@ -91,6 +125,8 @@ def work(seconds):
     gc.collect()
     return n
 
+ARCHIVE_MAPPED = any(line.rstrip().endswith(ARCHIVE)
+                     for line in open("/proc/self/maps"))
 if FREEZE:
     gc.freeze()
 pipes = []
@@ -100,9 +136,13 @@ for i in range(int(sys.argv[3])):
     if pid == 0:
         os.close(r)
         before_a, before_p = archive_private(), rollup("Private_Dirty")
+        before_r = exclusive_pages_by_region()
         work(float(sys.argv[4]))
         after_a, after_p = archive_private(), rollup("Private_Dirty")
-        os.write(w, f"{after_a - before_a} {after_p - before_p}\\n".encode())
+        after_r = exclusive_pages_by_region()
+        regions = ",".join(f"{k}={after_r[k] - before_r.get(k, 0)}"
+                           for k in after_r)
+        os.write(w, f"{after_a - before_a} {after_p - before_p} {regions}\\n".encode())
         os._exit(0)
     os.close(w)
     pipes.append((pid, r))
@@ -112,8 +152,9 @@ for pid, r in pipes:
     while chunk := os.read(r, 100):
         data += chunk
     os.waitpid(pid, 0)
-    results.append(tuple(int(x) for x in data.split()))
-print(" ".join(f"{a},{p}" for a, p in results))
+    a, p, *regions = data.split()
+    results.append((int(a), int(p), regions[0].decode() if regions else ""))
+print(" ".join(f"{a},{p},{r}" for a, p, r in results))
 '''
 
 
@@ -252,8 +293,10 @@ def main():
     print(f'Pre-fork: parent imports the workload, forks {args.procs} workers '
           f'that run it for {args.seconds} s and gc.collect()')
     print()
-    print('| mode | archive bytes made private per worker (kB, median) | process Private_Dirty growth per worker (kB, median) |')
-    print('|---|---:|---:|')
+    print('| mode | archive bytes made private per worker (kB, median) '
+          '| of which, by region (kB, one worker) '
+          '| process Private_Dirty growth per worker (kB, median) |')
+    print('|---|---:|---|---:|')
     runs = [('off', common, [], 'nofreeze', archive),
             ('off + gc.freeze()', common, [], 'freeze', archive),
             ('share (PIE)', common,
@@ -273,10 +316,11 @@ def main():
         if r.returncode:
             print(r.stderr)
             continue
-        pairs = [tuple(map(int, x.split(','))) for x in r.stdout.split()]
-        arch = sorted(a for a, p in pairs)[len(pairs) // 2]
-        proc = sorted(p for a, p in pairs)[len(pairs) // 2]
-        print(f'| {label} | {arch if extra else "-"} | {proc} |')
+        rows = [x.split(',', 2) for x in r.stdout.split()]
+        arch = sorted(int(a) for a, p, g in rows)[len(rows) // 2]
+        proc = sorted(int(p) for a, p, g in rows)[len(rows) // 2]
+        by_region = rows[len(rows) // 2][2].replace(',', ' ') if extra else '-'
+        print(f'| {label} | {arch if extra else "-"} | {by_region} | {proc} |')
     return 0
 
 

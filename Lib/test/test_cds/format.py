@@ -14,14 +14,14 @@ PAGE = 4096
 REGIONS = ('str', 'tup', 'code', 'warm', 'cold')
 MODULE_REGIONS = REGIONS[1:]
 
-HEADER = struct.Struct('<8sII32sQQQQQQQQQQ5Q5QqQQQ')
+HEADER = struct.Struct('<8sII32sQQQQQQQQQQ5Q5QQQqQQQ')
 HEADER_FIELDS = (('magic', 'format_version', 'header_size', 'fingerprint',
                   'preferred_base', 'file_size', 'index_offset', 'module_count',
                   'strtab_offset', 'strtab_size', 'reloc_offset', 'reloc_count',
                   'fixup_offset', 'fixup_count')
                  + tuple(f'{r}_offset' for r in REGIONS)
                  + tuple(f'{r}_size' for r in REGIONS)
-                 + ('optimize', 'index_checksum', 'header_checksum', 'complete'))
+                 + ('seed_size', 'seed_checksum', 'optimize', 'index_checksum', 'header_checksum', 'complete'))
 
 ENTRY = struct.Struct('<IIQQQqqQ8QQQQQQ')
 ENTRY_FIELDS = (('kind', 'name_len', 'name_off', 'path_off', 'path_len',
@@ -170,6 +170,9 @@ def validate(data):
     strtab = data[h['strtab_offset']:h['strtab_offset'] + h['strtab_size']]
     if checksum(strtab, checksum(idx)) != h['index_checksum']:
         problems.append('index checksum')
+    seed = data[h['str_offset']:h['str_offset'] + h['seed_size']]
+    if checksum(seed) != h['seed_checksum']:
+        problems.append('seed checksum')
     for e in read_index(data):
         if module_checksum(data, e) != e['checksum']:
             problems.append(f"{e['name']}: checksum")
