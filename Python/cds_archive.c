@@ -784,6 +784,44 @@ compare_intern_fixups(const void *a, const void *b)
     return x->offset < y->offset ? -1 : (x->offset > y->offset);
 }
 
+/* The code objects SHARE serves as heap copies (see copy_module_code()):
+   the module's own and the class bodies it runs at import.  A class body
+   is a code object without CO_NEWLOCALS among the constants of the module
+   or of another such class body. */
+static int
+is_class_body(PyObject *op)
+{
+    return PyCode_Check(op)
+           && !(((PyCodeObject *)op)->co_flags & CO_NEWLOCALS);
+}
+
+/* Remove the code fixups of the copied code objects: their archived
+   originals are never used, so no code watcher hears of them. */
+static int
+drop_copied_bodies(writer *w, PyCodeObject *co)
+{
+    uint32_t region;
+    uint64_t offset;
+    if (memo_get(w, (PyObject *)co, &region, &offset) <= 0) {
+        return -1;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < w->mod_codes.len; i++) {
+        slot_rec *r = &w->mod_codes.items[i];
+        if (!(r->region == region && r->offset == offset)) {
+            w->mod_codes.items[kept++] = *r;
+        }
+    }
+    w->mod_codes.len = kept;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
+        PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);
+        if (is_class_body(c) && drop_copied_bodies(w, (PyCodeObject *)c) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Archive one module's code object; on failure nothing of it remains. */
 static int
 dump_module(writer *w, uint32_t kind, PyObject *name, PyObject *path,
@@ -803,6 +841,9 @@ dump_module(writer *w, uint32_t kind, PyObject *name, PyObject *path,
     uint32_t region;
     uint64_t offset;
     if (write_object(w, code, &region, &offset) < 0) {
+        goto error;
+    }
+    if (PyCode_Check(code) && drop_copied_bodies(w, (PyCodeObject *)code) < 0) {
         goto error;
     }
     /* fixups run in this order: interning, frozensets (whose items may be
@@ -2012,10 +2053,7 @@ prepare_module(size_t i)
                 break;
             }
             case FIXUP_CODE:
-                /* the module's own code object is served as a copy */
-                if (fixups[k].offset != e->code) {
-                    _PyCode_InitArchived((PyCodeObject *)slot);
-                }
+                _PyCode_InitArchived((PyCodeObject *)slot);
                 break;
         }
     }
@@ -2026,23 +2064,51 @@ done:
     return result;
 }
 
-/* A module's own code object runs once, when the module is imported, and
-   running writes to its bytecode (the adaptive interpreter's counters):
-   serve a copy on the heap, which is freed after the import as the code
-   object from a .pyc is, and leave the archived one unwritten.  The copy
-   refers to the same archived constants, names and tables. */
+/* A module's own code object and the class bodies it defines run once,
+   when the module is imported, and running writes to their bytecode (the
+   adaptive interpreter's counters): serve copies on the heap, which are
+   freed after the import as the code objects from a .pyc are, and leave the
+   archived ones unwritten.  The copies refer to the same archived names,
+   tables and other constants; functions' code stays archived. */
 static PyObject *
 copy_module_code(PyCodeObject *co)
 {
+    /* the constants, with the class bodies copied */
+    PyObject *consts = co->co_consts;
+    Py_ssize_t n = PyTuple_GET_SIZE(consts);
+    Py_ssize_t bodies = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        bodies += is_class_body(PyTuple_GET_ITEM(consts, i));
+    }
+    if (bodies) {
+        consts = PyTuple_New(n);
+        if (consts == NULL) {
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);
+            c = is_class_body(c) ? copy_module_code((PyCodeObject *)c)
+                                 : Py_NewRef(c);
+            if (c == NULL) {
+                Py_DECREF(consts);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(consts, i, c);
+        }
+    }
+    else {
+        Py_INCREF(consts);
+    }
     PyCodeObject *copy = PyObject_NewVar(PyCodeObject, &PyCode_Type,
                                          Py_SIZE(co));
     if (copy == NULL) {
+        Py_DECREF(consts);
         return NULL;
     }
     size_t start = offsetof(PyCodeObject, co_consts);
     memcpy((char *)copy + start, (char *)co + start,
            _PyObject_VAR_SIZE(&PyCode_Type, Py_SIZE(co)) - start);
-    Py_INCREF(copy->co_consts);
+    copy->co_consts = consts;
     Py_INCREF(copy->co_names);
     Py_INCREF(copy->co_exceptiontable);
     Py_INCREF(copy->co_localsplusnames);

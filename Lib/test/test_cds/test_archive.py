@@ -90,7 +90,13 @@ class ArchiveFileTests(unittest.TestCase):
             # interning first, then frozensets, then code objects
             order = {'intern': 0, 'frozenset': 1, 'code': 2}
             self.assertEqual(kinds, sorted(kinds, key=order.get))
-            self.assertIn('code', kinds)
+            # the module's own code object and its class bodies are served
+            # as copies and have no code fixup; its functions' code has
+            code_fixups = {off for off, k in cdsformat.fixups(data, e)
+                           if k == 'code'}
+            self.assertNotIn(e['code'], code_fixups)
+            if e['name'] == 'json.decoder':
+                self.assertTrue(code_fixups)
 
     def test_whole_stdlib_round_trip(self):
         lst = os.path.join(self.tmp, 'stdlib.lst')

@@ -535,6 +535,32 @@ class RuntimeTests(ShareTestCase):
         ''' % self.tmp)
         self.share_info(code=code)
 
+    def test_module_and_class_bodies_are_copies(self):
+        # they run once, at import: served as heap copies so that the
+        # archived bytecode stays unwritten; functions' code is archived,
+        # and code watchers hear of as many code objects as without archive
+        code = textwrap.dedent('''
+            import sys, gc, _cds, _testcapi
+            sys.path.insert(0, %r)
+            watcher = _testcapi.add_code_watcher(0)
+            from cdsapp import shapes
+            created = _testcapi.get_code_watcher_num_created_events(watcher)
+            _testcapi.clear_code_watcher(watcher)
+            mod = shapes.__spec__.loader.get_code("cdsapp.shapes")
+            bodies = [c for c in mod.co_consts
+                      if hasattr(c, "co_code") and c.co_name in ("Point", "Shape")]
+            assert len(bodies) == 2, bodies
+            methods = [c for b in bodies for c in b.co_consts if hasattr(c, "co_code")]
+            print(created, len(methods),
+                  [_cds.is_archived(c) for c in [mod] + bodies],
+                  sorted({_cds.is_archived(c) for c in methods}),
+                  shapes.Square().describe(), shapes.Point(3, 4).norm())
+        ''' % self.tmp)
+        off = self.python('-c', code).stdout
+        r = self.share('-c', code)
+        self.assertEqual(r.stdout.replace('True', 'False'), off)
+        self.assertIn('[False, False, False] [True]', r.stdout)
+
     def test_tracing_monitoring_and_specialization(self):
         code = textwrap.dedent('''
             import sys, weakref, gc
