@@ -916,8 +916,8 @@ error:
 
 static PyObject *startup_strings;    /* DUMP: sorted list of str */
 
-void
-_PyCDS_BeforeSite(PyInterpreterState *interp)
+static void
+note_startup_strings(PyInterpreterState *interp)
 {
     if (_PyCDS_GetSettings()->mode != _PyCDS_DUMP
         || !_Py_IsMainInterpreter(interp) || startup_strings != NULL)
@@ -1586,6 +1586,7 @@ static struct {
     const char *reason;        /* why the archive is not used */
     const char *path;
     int protect;               /* -X cds_protect: cold region read-only */
+    int handler_installed;     /* the fault handler of -X cds_protect */
     Py_ssize_t served, stale, missed, rejected, prepared, relocated;
     int64_t open_ns, prepare_ns;   /* time spent opening, preparing */
 } cds;
@@ -1605,11 +1606,12 @@ now_ns(void)
 
    The header, index, relocations, fixups and the cold region are mapped
    read-only; a write to them raises SIGSEGV, and this handler names the
-   archive, the file offset and the module before the process dies.  Other
-   faults go to the handler that was installed before.  A handler that
-   re-raises the signal with raise() (faulthandler does, after dumping the
-   traceback) is answered by returning: the faulting write runs again and
-   faults with its address. */
+   archive, the file offset and the module, then hands the fault to the
+   handler installed before it (faulthandler's, with -X faulthandler, which
+   dumps the traceback) or the default action.  It is installed just before
+   site runs, after -X faulthandler's; a handler installed later (by
+   faulthandler.enable()) sees faults first and, as it chains to this one
+   with raise(), without their address: the traceback is all there is. */
 
 static struct sigaction protect_previous;
 
@@ -1643,10 +1645,7 @@ protect_fault(int signum, siginfo_t *info, void *context)
 {
     uintptr_t addr = (uintptr_t)info->si_addr;
     if (info->si_code <= 0) {
-        if (info->si_code == SI_TKILL && info->si_pid == getpid()) {
-            return;    /* re-raised by a chained handler: fault again */
-        }
-        /* sent by kill(): what the previous disposition would do */
+        /* sent by kill() or raise(): what the previous disposition does */
         sigaction(signum, &protect_previous, NULL);
         raise(signum);
         return;
@@ -1693,7 +1692,7 @@ protect_range(uint64_t start, uint64_t end, int prot)
 }
 
 static void
-protect_archive(void)
+install_fault_handler(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -1703,8 +1702,12 @@ protect_archive(void)
     if (sigaction(SIGSEGV, &sa, &protect_previous) < 0) {
         _PyCDS_Log(1, "cannot install the write-protection handler: %s",
                    strerror(errno));
-        return;
     }
+}
+
+static void
+protect_archive(void)
+{
     cds.protect = 1;
     /* the header, index, relocations, fixups and the cold region */
     protect_range(0, cds.hdr->region_offset[0], PROT_READ);
@@ -2168,6 +2171,18 @@ _PyCDS_InitInterp(PyInterpreterState *interp)
         (void)intern_seed(interp);
     }
     cds.open_ns = now_ns() - t0;
+}
+
+void
+_PyCDS_BeforeSite(PyInterpreterState *interp)
+{
+    if (cds.protect && !cds.handler_installed
+        && _Py_IsMainInterpreter(interp))
+    {
+        install_fault_handler();
+        cds.handler_installed = 1;
+    }
+    note_startup_strings(interp);
 }
 
 static int

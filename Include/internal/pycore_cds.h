@@ -84,7 +84,8 @@ extern PyObject *_PyCDS_ArchiveLookup(const char *kind, PyObject *name,
 extern PyObject *_PyCDS_FindFrozenCode(PyObject *name);
 /* pylifecycle.c: SHARE maps the archive and interns its start-up strings
    as soon as the interpreter can intern (main interpreter only); DUMP takes
-   note of the strings start-up has interned, before site runs. */
+   note of the strings start-up has interned, and SHARE installs the fault
+   handler of -X cds_protect, before site runs. */
 extern void _PyCDS_InitInterp(PyInterpreterState *interp);
 extern void _PyCDS_BeforeSite(PyInterpreterState *interp);
 extern int _PyCDS_IsArchivedObject(PyObject *op);
