@@ -70,6 +70,8 @@ extern PyObject *_PyUnicode_InternArchived(PyInterpreterState *, PyObject *);
    Each module owns a range in each region but R_STR. */
 enum { R_STR = 0, R_TUP, R_CODE, R_WARM, R_COLD, CDS_NREGIONS };
 #define CDS_NRANGES (CDS_NREGIONS - 1)     /* range[i] is in region i + 1 */
+/* DUMP only: the start-up strings, written first in R_STR (see below) */
+#define R_SEED CDS_NREGIONS
 
 typedef struct {
     char magic[8];
@@ -398,8 +400,10 @@ typedef struct {
 } module_rec;
 
 typedef struct {
-    buffer region[CDS_NREGIONS];
-    PyObject *strings;    /* interned str -> offset in R_STR, archive-wide */
+    buffer region[CDS_NREGIONS + 1];    /* and R_SEED */
+    PyObject *strings;    /* interned str -> (offset << 3) | region, one
+                             per archive, in R_STR or R_SEED */
+    PyObject *startup;    /* set of the start-up strings, or NULL */
     slot_vec ptrs;        /* pointer slots (relocations) */
     slot_vec fixups;      /* fixups, in the order they must run */
     slot_vec mod_interns, mod_frozensets, mod_codes;   /* per module */
@@ -409,7 +413,6 @@ typedef struct {
     PyObject *keep;       /* objects made while dumping, kept alive */
     Py_ssize_t objects;
     uint32_t code_versions;   /* code objects given a co_version so far */
-    size_t seed_size;         /* bytes of start-up strings in R_STR */
     const char *skip_reason;
 } writer;
 
@@ -437,7 +440,7 @@ init_header(writer *w, uint32_t region, uint64_t offset, PyObject *op)
     copy->ob_refcnt = _Py_IMMORTAL_REFCNT;
     copy->ob_type = (PyTypeObject *)((uintptr_t)Py_TYPE(op) - image.bias);
     w->objects++;
-    if (region == R_STR) {
+    if (region == R_STR || region == R_SEED) {
         /* shared by modules: the loader sets the type of each string when
            it interns it, instead of a relocation record */
         return 0;
@@ -609,8 +612,9 @@ write_object(writer *w, PyObject *op, uint32_t *region, uint64_t *offset)
     if (PyUnicode_CheckExact(op) && PyUnicode_CHECK_INTERNED(op)) {
         PyObject *known = PyDict_GetItemWithError(w->strings, op);
         if (known != NULL) {
-            *region = R_STR;
-            *offset = PyLong_AsUnsignedLongLong(known);
+            unsigned long long v = PyLong_AsUnsignedLongLong(known);
+            *region = (uint32_t)(v & 7);
+            *offset = v >> 3;
             return memo_put(w, op, *region, *offset);
         }
         if (PyErr_Occurred()) {
@@ -625,7 +629,14 @@ write_object(writer *w, PyObject *op, uint32_t *region, uint64_t *offset)
         /* never cold: hashing caches the hash in the string (and
            unicode-keyed dicts rely on it), interning writes its state, and
            PyUnicode_AsUTF8() caches a pointer in a non-ASCII one */
-        *region = PyUnicode_CHECK_INTERNED(op) ? R_STR : R_WARM;
+        *region = R_WARM;
+        if (PyUnicode_CHECK_INTERNED(op)) {
+            int startup = w->startup ? PySet_Contains(w->startup, op) : 0;
+            if (startup < 0) {
+                return -1;
+            }
+            *region = startup ? R_SEED : R_STR;
+        }
         at = copy_object(w, *region, op, op, size, 0);
         if (at < 0) {
             return -1;
@@ -645,8 +656,9 @@ write_object(writer *w, PyObject *op, uint32_t *region, uint64_t *offset)
             ((PyCompactUnicodeObject *)s)->utf8 = NULL;
             ((PyCompactUnicodeObject *)s)->utf8_length = 0;
         }
-        if (*region == R_STR) {
-            PyObject *off = PyLong_FromSsize_t(at);
+        if (*region == R_STR || *region == R_SEED) {
+            PyObject *off = PyLong_FromUnsignedLongLong(
+                ((unsigned long long)at << 3) | *region);
             if (off == NULL || PyDict_SetItem(w->strings, op, off) < 0) {
                 Py_XDECREF(off);
                 return -1;
@@ -910,8 +922,8 @@ error:
    module is imported.  An archived identifier equal to one of them could
    not become the canonical string, and every tuple and code object
    referencing it would be written when its module is prepared.  So DUMP
-   notes the strings start-up has interned, puts them first in R_STR (the
-   "seed"), and SHARE interns them as soon as the interpreter can intern,
+   notes the strings start-up has interned, puts those the archive uses
+   first in R_STR (the "seed"), and SHARE interns them as soon as the interpreter can intern,
    before the runtime interns its own copies. */
 
 static PyObject *startup_strings;    /* DUMP: sorted list of str */
@@ -932,29 +944,6 @@ note_startup_strings(PyInterpreterState *interp)
         return;
     }
     startup_strings = keys;
-}
-
-static int
-write_seeds(writer *w)
-{
-    if (startup_strings == NULL) {
-        return 0;
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(startup_strings); i++) {
-        PyObject *str = PyList_GET_ITEM(startup_strings, i);
-        uint32_t region;
-        uint64_t offset;
-        if (!PyUnicode_CheckExact(str) || !PyUnicode_CHECK_INTERNED(str)
-            || is_static_object(str))
-        {
-            continue;
-        }
-        if (write_object(w, str, &region, &offset) < 0) {
-            return -1;
-        }
-    }
-    PyDict_Clear(w->memo);
-    return 0;
 }
 
 /* --- finding modules the way a normal import would -------------------- */
@@ -1257,18 +1246,25 @@ write_archive(writer *w, const char *path, uint64_t *total_size)
     h.reloc_count = w->ptrs.len;
     h.fixup_offset = h.reloc_offset + 8 * h.reloc_count;
     h.fixup_count = w->fixups.len;
+    /* R_STR is the seed, padded to 16 bytes, then the other strings */
+    uint64_t seed_pad = (w->region[R_SEED].len + 15) & ~(uint64_t)15;
     uint64_t at = h.fixup_offset + sizeof(cds_fixup) * h.fixup_count;
     for (int r = 0; r < CDS_NREGIONS; r++) {
         h.region_offset[r] = page_align(at);
-        h.region_size[r] = w->region[r].len;
+        h.region_size[r] = w->region[r].len + (r == R_STR ? seed_pad : 0);
         at = h.region_offset[r] + h.region_size[r];
     }
     h.file_size = page_align(at);
-    h.seed_size = w->seed_size;
-    h.seed_checksum = checksum(0, w->region[R_STR].data ? w->region[R_STR].data : "",
-                               w->seed_size);
+    h.seed_size = w->region[R_SEED].len;
+    h.seed_checksum = checksum(0, w->region[R_SEED].data
+                                  ? w->region[R_SEED].data : "", h.seed_size);
     h.optimize = _Py_GetConfig()->optimization_level;
-    const uint64_t *region_base = h.region_offset;
+    uint64_t region_base[CDS_NREGIONS + 1];
+    for (int r = 0; r < CDS_NREGIONS; r++) {
+        region_base[r] = h.region_offset[r];
+    }
+    region_base[R_SEED] = h.region_offset[R_STR];
+    region_base[R_STR] += seed_pad;
 
     /* resolve archive-internal pointers and make the relocation records */
     for (size_t i = 0; i < w->ptrs.len; i++) {
@@ -1314,7 +1310,7 @@ write_archive(writer *w, const char *path, uint64_t *total_size)
             slot_rec *r = &w->fixups.items[k];
             if (r->kind == FIXUP_INTERN) {
                 c = string_digest(c, (const PyASCIIObject *)
-                                  (w->region[R_STR].data + r->target));
+                                  (w->region[r->target_region].data + r->target));
             }
         }
         e->checksum = c;
@@ -1356,9 +1352,19 @@ write_archive(writer *w, const char *path, uint64_t *total_size)
     }
     pos = h.fixup_offset + sizeof(cds_fixup) * h.fixup_count;
     for (int r = 0; r < CDS_NREGIONS; r++) {
-        if (write_zeros(fd, h.region_offset[r] - pos) < 0
-            || _PyCDS_WriteAll(fd, w->region[r].data ? w->region[r].data : "",
-                               h.region_size[r]) < 0)
+        if (write_zeros(fd, h.region_offset[r] - pos) < 0) {
+            goto done;
+        }
+        if (r == R_STR
+            && (_PyCDS_WriteAll(fd, w->region[R_SEED].data
+                                    ? w->region[R_SEED].data : "",
+                                h.seed_size) < 0
+                || write_zeros(fd, seed_pad - h.seed_size) < 0))
+        {
+            goto done;
+        }
+        if (_PyCDS_WriteAll(fd, w->region[r].data ? w->region[r].data : "",
+                            w->region[r].len) < 0)
         {
             goto done;
         }
@@ -1430,10 +1436,11 @@ writer_clear(writer *w)
         Py_XDECREF(w->modules[i].path);
     }
     PyMem_RawFree(w->modules);
-    for (int r = 0; r < CDS_NREGIONS; r++) {
+    for (int r = 0; r < CDS_NREGIONS + 1; r++) {
         PyMem_RawFree(w->region[r].data);
     }
     Py_XDECREF(w->strings);
+    Py_XDECREF(w->startup);
     PyMem_RawFree(w->ptrs.items);
     PyMem_RawFree(w->fixups.items);
     PyMem_RawFree(w->mod_interns.items);
@@ -1484,11 +1491,13 @@ _PyCDS_RunDump(void)
         PyErr_Print();
         goto done;
     }
-    if (write_seeds(&w) < 0) {
-        PyErr_Print();
-        goto done;
+    if (startup_strings != NULL) {
+        w.startup = PySet_New(startup_strings);
+        if (w.startup == NULL) {
+            PyErr_Print();
+            goto done;
+        }
     }
-    w.seed_size = w.region[R_STR].len;
     /* Listed frozen modules are archived even if this process runs with
        -X frozen_modules=off (the default of a debug build): their code is
        part of the binary whatever the setting. */
