@@ -433,19 +433,23 @@ class BadArchiveTests(ShareTestCase):
         data[h['index_offset'] + 40] ^= 0x01
         self.check_unusable(bytes(data), 'index checksum mismatch')
 
-    def test_corrupt_module_objects(self):
-        # a damaged module is not used; the others still are
-        h = cdsformat.read_header(self.good)
-        entries = cdsformat.read_index(self.good)
-        victim = next(e for e in entries if e['name'] == 'cdsapp.shapes')
-        data = bytearray(self.good)
-        data[victim['cold_start'] + 24] ^= 0xFF
+    def run_damaged(self, data):
+        # the program's output is the same; return the archive's diagnostics
         bad = os.path.join(self.tmp, 'bad.cds')
         with open(bad, 'wb') as f:
             f.write(data)
         r = self.share('-X', 'cds_verbose', self.main, archive=bad)
         self.assertEqual(r.stdout, self.expected)
-        self.assertIn('module cdsapp.shapes: checksum mismatch', r.stderr)
+        return bad, r.stderr
+
+    def test_corrupt_module_objects(self):
+        # a damaged module is not used; the others still are
+        entries = cdsformat.read_index(self.good)
+        victim = next(e for e in entries if e['name'] == 'cdsapp.shapes')
+        data = bytearray(self.good)
+        data[victim['cold_start'] + 24] ^= 0xFF
+        bad, stderr = self.run_damaged(data)
+        self.assertIn('module cdsapp.shapes: checksum mismatch', stderr)
         code = 'import sys; sys.path.insert(0, %r); import cdsapp' % self.tmp
         r, info = self.share_info(code=code, archive=bad)
         self.assertEqual(info['rejected'], 1)
@@ -464,26 +468,27 @@ class BadArchiveTests(ShareTestCase):
                     return target
         self.fail(f'{text} not interned by {module}')
 
+    def test_corrupt_start_up_strings(self):
+        h = cdsformat.read_header(self.good)
+        self.assertGreater(h['seed_size'], 0)
+        data = bytearray(self.good)
+        data[h['str_offset'] + cdsformat.ASCII_HEADER] ^= 0x01
+        bad, stderr = self.run_damaged(data)
+        self.assertIn('start-up strings checksum mismatch', stderr)
+
     def test_corrupt_shared_string(self):
         # the characters of an identifier the module shares with others:
         # covered by the checksum of every module that interns it
         target = self.shared_string_of('cdsapp.shapes', b'make_adder')
         data = bytearray(self.good)
         data[target + cdsformat.ASCII_HEADER] ^= 0x01
-        bad = os.path.join(self.tmp, 'bad.cds')
-        with open(bad, 'wb') as f:
-            f.write(data)
-        r = self.share('-X', 'cds_verbose', self.main, archive=bad)
-        self.assertEqual(r.stdout, self.expected)
-        self.assertIn('module cdsapp.shapes: checksum mismatch', r.stderr)
+        bad, stderr = self.run_damaged(data)
+        self.assertIn('module cdsapp.shapes: checksum mismatch', stderr)
         # a length running past the string region: rejected before use
         data = bytearray(self.good)
         data[target + 16:target + 24] = (2 ** 40).to_bytes(8, 'little')
-        with open(bad, 'wb') as f:
-            f.write(data)
-        r = self.share('-X', 'cds_verbose', self.main, archive=bad)
-        self.assertEqual(r.stdout, self.expected)
-        self.assertIn('module cdsapp.shapes: bad shared string', r.stderr)
+        bad, stderr = self.run_damaged(data)
+        self.assertIn('module cdsapp.shapes: bad shared string', stderr)
 
     def test_unreadable(self):
         if os.geteuid() == 0:
@@ -521,6 +526,15 @@ class RuntimeTests(ShareTestCase):
         self.assertFalse(info['mapped_at_preferred_address'])
         self.assertGreater(info['served'], 0)
         self.assertEqual(info['rejected'], 0)
+
+    def test_start_up_strings_come_from_the_archive(self):
+        # builtins' names the archive uses are interned from it before the
+        # runtime interns its own: the builtins dict holds the archived key
+        code = ('import _cds, builtins\n'
+                'key = [k for k in vars(builtins) if k == "ValueError"][0]\n'
+                'print(_cds.is_archived(key))')
+        self.assertEqual(self.python('-c', code).stdout.strip(), 'False')
+        self.assertEqual(self.share('-c', code).stdout.strip(), 'True')
 
     def test_identifiers_are_interned(self):
         code = textwrap.dedent('''
