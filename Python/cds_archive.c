@@ -111,7 +111,9 @@ typedef struct {
                                         end in regions R_TUP .. R_COLD */
     uint64_t reloc_start, reloc_count;   /* indexes into the relocations */
     uint64_t fixup_start, fixup_count;   /* indexes into the fixups */
-    uint64_t checksum;           /* of its objects, relocations, fixups */
+    uint64_t checksum;           /* of its objects, fixups, shared strings */
+    uint64_t reloc_checksum;     /* of its relocations, read only if it must
+                                    be relocated */
 } cds_index_entry;
 
 /* A relocation is a uint64: (file offset of a pointer slot) | target,
@@ -1303,7 +1305,8 @@ write_archive(writer *w, const char *path, uint64_t *total_size)
             c = checksum(c, w->region[r].data + m->start[r],
                          m->end[r] - m->start[r]);
         }
-        c = checksum(c, relocs + e->reloc_start, 8 * e->reloc_count);
+        e->reloc_checksum = checksum(0, relocs + e->reloc_start,
+                                     8 * e->reloc_count);
         c = checksum(c, fixups + e->fixup_start, sizeof(cds_fixup) * e->fixup_count);
         /* and the contents of the shared strings it interns */
         for (size_t k = m->fix_start; k < m->fix_end; k++) {
@@ -1984,7 +1987,6 @@ prepare_module(size_t i)
     for (int r = 0; r < CDS_NRANGES; r++) {
         c = checksum(c, base + e->range[r][0], e->range[r][1] - e->range[r][0]);
     }
-    c = checksum(c, relocs, 8 * e->reloc_count);
     c = checksum(c, fixups, sizeof(cds_fixup) * e->fixup_count);
     for (uint64_t k = 0; k < e->fixup_count; k++) {
         if (fixups[k].kind != FIXUP_INTERN) {
@@ -2004,7 +2006,12 @@ prepare_module(size_t i)
         goto done;
     }
     int relocate = (cds.archive_delta != 0 || cds.image_delta != 0);
-    /* relocation targets only matter when they are written to */
+    /* the relocations are read only when something moved */
+    if (relocate && checksum(0, relocs, 8 * e->reloc_count) != e->reloc_checksum) {
+        _PyCDS_Log(1, "module %s: relocations checksum mismatch "
+                   "(corrupt archive)", name);
+        goto done;
+    }
     for (uint64_t k = 0; relocate && k < e->reloc_count; k++) {
         if (!in_module(e, relocs[k] & ~(uint64_t)1, 8) || (relocs[k] & 6)) {
             _PyCDS_Log(1, "module %s: bad relocation (corrupt archive)", name);

@@ -23,13 +23,13 @@ HEADER_FIELDS = (('magic', 'format_version', 'header_size', 'fingerprint',
                  + tuple(f'{r}_size' for r in REGIONS)
                  + ('seed_size', 'seed_checksum', 'optimize', 'index_checksum', 'header_checksum', 'complete'))
 
-ENTRY = struct.Struct('<IIQQQqqQ8QQQQQQ')
+ENTRY = struct.Struct('<IIQQQqqQ8QQQQQQQ')
 ENTRY_FIELDS = (('kind', 'name_len', 'name_off', 'path_off', 'path_len',
                  'mtime_ns', 'size', 'code')
                 + tuple(f'{r}_{end}' for r in MODULE_REGIONS
                         for end in ('start', 'end'))
                 + ('reloc_start', 'reloc_count', 'fixup_start', 'fixup_count',
-                   'checksum'))
+                   'checksum', 'reloc_checksum'))
 KINDS = {1: 'source', 2: 'frozen'}
 FIXUP = struct.Struct('<QQ')
 FIXUP_KINDS = {1: 'intern', 2: 'frozenset', 3: 'code'}
@@ -143,8 +143,6 @@ def module_checksum(data, entry):
     c = 0
     for r in MODULE_REGIONS:
         c = checksum(data[entry[f'{r}_start']:entry[f'{r}_end']], c)
-    rs = h['reloc_offset'] + 8 * entry['reloc_start']
-    c = checksum(data[rs:rs + 8 * entry['reloc_count']], c)
     fs = h['fixup_offset'] + FIXUP.size * entry['fixup_start']
     c = checksum(data[fs:fs + FIXUP.size * entry['fixup_count']], c)
     for off, kind in fixups(data, entry):
@@ -176,6 +174,9 @@ def validate(data):
     for e in read_index(data):
         if module_checksum(data, e) != e['checksum']:
             problems.append(f"{e['name']}: checksum")
+        rs = h['reloc_offset'] + 8 * e['reloc_start']
+        if checksum(data[rs:rs + 8 * e['reloc_count']]) != e['reloc_checksum']:
+            problems.append(f"{e['name']}: relocations checksum")
         for r in relocations(data, e):
             if not in_module(e, r & ~1):
                 problems.append(f"{e['name']}: relocation outside the module")

@@ -433,12 +433,12 @@ class BadArchiveTests(ShareTestCase):
         data[h['index_offset'] + 40] ^= 0x01
         self.check_unusable(bytes(data), 'index checksum mismatch')
 
-    def run_damaged(self, data):
+    def run_damaged(self, data, *args):
         # the program's output is the same; return the archive's diagnostics
         bad = os.path.join(self.tmp, 'bad.cds')
         with open(bad, 'wb') as f:
             f.write(data)
-        r = self.share('-X', 'cds_verbose', self.main, archive=bad)
+        r = self.share('-X', 'cds_verbose', *args, self.main, archive=bad)
         self.assertEqual(r.stdout, self.expected)
         return bad, r.stderr
 
@@ -467,6 +467,18 @@ class BadArchiveTests(ShareTestCase):
                 if self.good[start:start + len(text) + 1] == text + b'\0':
                     return target
         self.fail(f'{text} not interned by {module}')
+
+    def test_corrupt_relocations(self):
+        # checked when the module is relocated (forced here: a build with
+        # --enable-cds-fixed-address may need no relocation at all)
+        h = cdsformat.read_header(self.good)
+        entry = next(e for e in cdsformat.read_index(self.good)
+                     if e['name'] == 'cdsapp.shapes')
+        data = bytearray(self.good)
+        data[h['reloc_offset'] + 8 * entry['reloc_start'] + 1] ^= 0x10
+        bad, stderr = self.run_damaged(data, '-X', 'cds_relocate')
+        self.assertIn('module cdsapp.shapes: relocations checksum mismatch',
+                      stderr)
 
     def test_corrupt_start_up_strings(self):
         h = cdsformat.read_header(self.good)
