@@ -1308,12 +1308,18 @@ write_archive(writer *w, const char *path, uint64_t *total_size)
         e->reloc_checksum = checksum(0, relocs + e->reloc_start,
                                      8 * e->reloc_count);
         c = checksum(c, fixups + e->fixup_start, sizeof(cds_fixup) * e->fixup_count);
-        /* and the contents of the shared strings it interns */
+        /* and the contents of the shared strings it interns, once per run
+           of fixups of the same string */
+        const slot_rec *prev = NULL;
         for (size_t k = m->fix_start; k < m->fix_end; k++) {
             slot_rec *r = &w->fixups.items[k];
-            if (r->kind == FIXUP_INTERN) {
+            if (r->kind == FIXUP_INTERN
+                && (prev == NULL || prev->target != r->target
+                    || prev->target_region != r->target_region))
+            {
                 c = string_digest(c, (const PyASCIIObject *)
                                   (w->region[r->target_region].data + r->target));
+                prev = r;
             }
         }
         e->checksum = c;
@@ -1988,12 +1994,17 @@ prepare_module(size_t i)
         c = checksum(c, base + e->range[r][0], e->range[r][1] - e->range[r][0]);
     }
     c = checksum(c, fixups, sizeof(cds_fixup) * e->fixup_count);
+    uint64_t prev_target = UINT64_MAX;
     for (uint64_t k = 0; k < e->fixup_count; k++) {
         if (fixups[k].kind != FIXUP_INTERN) {
             continue;
         }
         /* the slot still holds the address the dump laid out */
         uint64_t target = *(uint64_t *)(base + fixups[k].offset) - h->preferred_base;
+        if (target == prev_target) {
+            continue;    /* the same string as the fixup before */
+        }
+        prev_target = target;
         const PyASCIIObject *str = shared_string(target);
         if (str == NULL) {
             _PyCDS_Log(1, "module %s: bad shared string (corrupt archive)", name);

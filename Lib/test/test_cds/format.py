@@ -145,10 +145,13 @@ def module_checksum(data, entry):
         c = checksum(data[entry[f'{r}_start']:entry[f'{r}_end']], c)
     fs = h['fixup_offset'] + FIXUP.size * entry['fixup_start']
     c = checksum(data[fs:fs + FIXUP.size * entry['fixup_count']], c)
+    previous = None
     for off, kind in fixups(data, entry):
         if kind == 'intern':
             target, = struct.unpack_from('<Q', data, off)
-            c = string_digest(data, target - h['preferred_base'], c)
+            if target != previous:
+                c = string_digest(data, target - h['preferred_base'], c)
+                previous = target
     return c
 
 
