@@ -1765,7 +1765,6 @@ open_archive(void)
         return cds.state > 0 ? 0 : -1;
     }
     const char *path = _PyCDS_GetSettings()->archive_path;
-    int64_t t0 = now_ns();
     if (!CDS_SUPPORTED) {
         return unusable(path, "not supported by this build");
     }
@@ -1901,7 +1900,6 @@ open_archive(void)
     if (_PyCDS_GetSettings()->protect) {
         protect_archive();
     }
-    cds.open_ns = now_ns() - t0;
     _PyCDS_Log(1, "archive '%s' mapped at %p: %llu modules, %llu bytes%s",
                path, base, (unsigned long long)h.module_count,
                (unsigned long long)size,
@@ -2175,7 +2173,7 @@ intern_seed(PyInterpreterState *interp)
         Py_SET_TYPE((PyObject *)s, &PyUnicode_Type);
         PyObject *t = _PyUnicode_InternArchived(interp, (PyObject *)s);
         if (t != (PyObject *)s) {
-            Py_DECREF(t);     /* interned earlier: the slots will say so */
+            Py_DECREF(t);     /* interned earlier: fixups redirect to it */
         }
         n++;
     }

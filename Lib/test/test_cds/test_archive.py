@@ -78,6 +78,7 @@ class ArchiveFileTests(unittest.TestCase):
         self.assertEqual(keys, sorted(keys))
         listed = {(n, k) for n, k, p in read_list(lst)}
         self.assertEqual({(e['name'], e['kind']) for e in entries}, listed)
+        with_functions = set()
         for e in entries:
             if e['kind'] == 'source':
                 st = os.stat(e['path'])
@@ -95,8 +96,9 @@ class ArchiveFileTests(unittest.TestCase):
             code_fixups = {off for off, k in cdsformat.fixups(data, e)
                            if k == 'code'}
             self.assertNotIn(e['code'], code_fixups)
-            if e['name'] == 'json.decoder':
-                self.assertTrue(code_fixups)
+            if code_fixups:
+                with_functions.add(e['name'])
+        self.assertIn('json.decoder', with_functions)
 
     def test_whole_stdlib_round_trip(self):
         lst = os.path.join(self.tmp, 'stdlib.lst')
