@@ -117,8 +117,17 @@ extern PyObject *_PyCDS_Info(void);
 extern PyObject *_PyCDS_imp_find_code(PyObject *module,
                                       PyObject *const *args,
                                       Py_ssize_t nargs);
+/* _imp._cds_find_spec(): the fast path of importlib._bootstrap._find_spec()
+   for archived modules (cds_finder.c) */
+extern PyObject *_PyCDS_imp_find_spec(PyObject *module,
+                                      PyObject *const *args,
+                                      Py_ssize_t nargs);
+extern int _PyCDS_ArchiveHasSource(PyObject *name, PyObject *path);
+extern Py_ssize_t _PyCDS_SpecsFound;
 #define _PyCDS_IMP_METHODDEF \
     {"_cds_find_code", _PyCFunction_CAST(_PyCDS_imp_find_code), \
+     METH_FASTCALL, NULL}, \
+    {"_cds_find_spec", _PyCFunction_CAST(_PyCDS_imp_find_spec), \
      METH_FASTCALL, NULL},
 
 /* The _cds built-in module. */

@@ -1,0 +1,451 @@
+/* pycds: the fast path of the path-based finder, for archived modules.
+ *
+ * importlib._bootstrap._find_spec() first calls _imp._cds_find_spec(name,
+ * path).  For a module the archive holds, this makes the search the Python
+ * finders would make -- sys.meta_path's BuiltinImporter, FrozenImporter
+ * and PathFinder, then the FileFinder of each entry of sys.path (or of the
+ * parent package's __path__) as cached in sys.path_importer_cache -- and
+ * returns the spec when it can prove, from the finders' own directory
+ * caches, that the search finds the archived source file.  The spec is
+ * made by that FileFinder's _get_spec(), as the Python search makes it.
+ *
+ * Whatever it cannot decide cheaply returns None, and the normal search
+ * runs: another meta path finder before PathFinder, a path entry without a
+ * cached finder or with one of another type, a directory cache that is out
+ * of date (the directory's mtime changed, or importlib.invalidate_caches()
+ * was called), a directory of the module's name (a package or namespace
+ * portion other than the archived one), a file another loader would load
+ * first, -v.  So the spec is always the one the normal search returns,
+ * found without running Python code for most imports.
+ */
+
+#include "Python.h"
+#include "pycore_cds.h"
+#include "pycore_import.h"        // _PyImport_AcquireLock()
+#include "pycore_pystate.h"       // _PyInterpreterState_GET()
+
+#include <sys/stat.h>
+#include <limits.h>               // PATH_MAX
+#include <unistd.h>               // getcwd()
+
+Py_ssize_t _PyCDS_SpecsFound = 0;
+
+/* Attribute and method names, interned once: the archive is used by the
+   main interpreter of one runtime only (see _PyCDS_ArchiveFini()). */
+static struct {
+    PyObject *path, *_path_mtime, *_path_cache, *_loaders, *_get_spec,
+             *_bootstrap_external, *BuiltinImporter, *FrozenImporter,
+             *PathFinder, *FileFinder, *SourceFileLoader, *is_builtin,
+             *find_frozen, *py;
+} str;
+
+static int
+init_strings(void)
+{
+    if (str.py != NULL) {
+        return 0;
+    }
+#define INTERN(NAME) \
+    if ((str.NAME = PyUnicode_InternFromString(#NAME)) == NULL) { \
+        return -1; \
+    }
+    INTERN(path) INTERN(_path_mtime) INTERN(_path_cache) INTERN(_loaders)
+    INTERN(_get_spec) INTERN(_bootstrap_external) INTERN(BuiltinImporter)
+    INTERN(FrozenImporter) INTERN(PathFinder) INTERN(FileFinder)
+    INTERN(SourceFileLoader) INTERN(is_builtin) INTERN(find_frozen)
+#undef INTERN
+    str.py = PyUnicode_InternFromString(".py");
+    return str.py == NULL ? -1 : 0;
+}
+
+/* What one path entry's FileFinder would do with the module. */
+typedef enum {
+    ENTRY_NOTHING,      /* returns None: the search goes on */
+    ENTRY_FOUND,        /* finds the archived source file */
+    ENTRY_UNDECIDED,    /* anything else: leave it to the Python search */
+} entry_result;
+
+/* stat() a str path as os.stat() does; -1 if it cannot be encoded */
+static int
+stat_path(PyObject *path, struct stat *st)
+{
+    PyObject *bytes = PyUnicode_EncodeFSDefault(path);
+    if (bytes == NULL) {
+        PyErr_Clear();
+        return -1;
+    }
+    int r = -1;
+    if ((size_t)PyBytes_GET_SIZE(bytes) == strlen(PyBytes_AS_STRING(bytes))) {
+        r = stat(PyBytes_AS_STRING(bytes), st) == 0 ? 0 : 1;
+    }
+    Py_DECREF(bytes);
+    return r;
+}
+
+/* _path_isfile(): 1 or 0, -1 if undecidable */
+static int
+is_regular_file(PyObject *path)
+{
+    struct stat st;
+    int r = stat_path(path, &st);
+    return r < 0 ? -1 : (r == 0 && S_ISREG(st.st_mode));
+}
+
+/* Whether the FileFinder's directory cache is current, which is when its
+   find_spec() would not refill it: the directory's st_mtime, as os.stat()
+   computes the float, equals _path_mtime. */
+static int
+cache_is_current(PyObject *finder, PyObject *dirpath)
+{
+    struct stat st;
+    if (stat_path(dirpath, &st) != 0) {
+        return 0;
+    }
+    double mtime = st.st_mtim.tv_sec + 1e-9 * (unsigned long)st.st_mtim.tv_nsec;
+    PyObject *cached = PyObject_GetAttr(finder, str._path_mtime);
+    if (cached == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int current = PyFloat_CheckExact(cached)
+                  && PyFloat_AS_DOUBLE(cached) == mtime;
+    Py_DECREF(cached);
+    return current;
+}
+
+/* Whether tail + suffix (suffix may be NULL) is in the directory cache */
+static int
+in_cache(PyObject *cache, PyObject *tail, PyObject *suffix)
+{
+    PyObject *key = suffix ? PyUnicode_Concat(tail, suffix) : Py_NewRef(tail);
+    if (key == NULL) {
+        return -1;
+    }
+    int r = PySet_Contains(cache, key);
+    Py_DECREF(key);
+    return r;
+}
+
+/* FileFinder.find_spec() for one entry, as far as it can be decided from
+   the directory cache.  On ENTRY_FOUND, *found is the file's path and
+   *smsl the package's search locations (or None). */
+static entry_result
+search_entry(PyObject *finder, PyObject *tail, PyObject *source_loader,
+             PyObject **found, PyObject **smsl, PyObject **loader_class)
+{
+    entry_result result = ENTRY_UNDECIDED;
+    PyObject *dirpath = NULL, *cache = NULL, *loaders = NULL;
+    PyObject *base = NULL;
+
+    dirpath = PyObject_GetAttr(finder, str.path);
+    if (dirpath == NULL || !PyUnicode_CheckExact(dirpath)
+        || PyUnicode_GET_LENGTH(dirpath) < 2
+        || PyUnicode_READ_CHAR(dirpath, 0) != '/'
+        || PyUnicode_READ_CHAR(dirpath, PyUnicode_GET_LENGTH(dirpath) - 1) == '/'
+        || !cache_is_current(finder, dirpath))
+    {
+        goto done;
+    }
+    cache = PyObject_GetAttr(finder, str._path_cache);
+    loaders = PyObject_GetAttr(finder, str._loaders);
+    if (cache == NULL || loaders == NULL || !PySet_CheckExact(cache)
+        || !PyList_CheckExact(loaders))
+    {
+        goto done;
+    }
+    /* _path_join(self.path, tail_module): the path has no trailing '/' */
+    base = PyUnicode_FromFormat("%U/%U", dirpath, tail);
+    if (base == NULL) {
+        goto done;
+    }
+    int r = in_cache(cache, tail, NULL);
+    if (r < 0) {
+        goto done;
+    }
+    if (r) {
+        /* A directory of the module's name: a package if one of the
+           loaders finds its __init__ file, in the loaders' order. */
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(loaders); i++) {
+            PyObject *item = PyList_GET_ITEM(loaders, i);
+            if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2
+                || !PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 0)))
+            {
+                goto done;
+            }
+            PyObject *init = PyUnicode_FromFormat(
+                "%U/__init__%U", base, PyTuple_GET_ITEM(item, 0));
+            if (init == NULL) {
+                goto done;
+            }
+            int isfile = is_regular_file(init);
+            if (isfile != 0) {
+                if (isfile > 0 && PyTuple_GET_ITEM(item, 1) == source_loader
+                    && PyUnicode_Compare(PyTuple_GET_ITEM(item, 0), str.py) == 0)
+                {
+                    *smsl = PyList_New(1);
+                    if (*smsl == NULL) {
+                        Py_DECREF(init);
+                        goto done;
+                    }
+                    PyList_SET_ITEM(*smsl, 0, Py_NewRef(base));
+                    *found = init;
+                    *loader_class = Py_NewRef(source_loader);
+                    result = ENTRY_FOUND;
+                    goto done;
+                }
+                Py_DECREF(init);
+                goto done;
+            }
+            Py_DECREF(init);
+        }
+        /* no __init__ file: a namespace portion, or not a directory */
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(loaders); i++) {
+        PyObject *item = PyList_GET_ITEM(loaders, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2
+            || !PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 0)))
+        {
+            goto done;
+        }
+        PyObject *suffix = PyTuple_GET_ITEM(item, 0);
+        r = in_cache(cache, tail, suffix);
+        if (r < 0) {
+            goto done;
+        }
+        if (!r) {
+            continue;
+        }
+        PyObject *file = PyUnicode_FromFormat("%U%U", base, suffix);
+        if (file == NULL) {
+            goto done;
+        }
+        int isfile = is_regular_file(file);
+        if (isfile == 0) {
+            Py_DECREF(file);
+            continue;
+        }
+        if (isfile > 0 && PyTuple_GET_ITEM(item, 1) == source_loader
+            && PyUnicode_Compare(suffix, str.py) == 0)
+        {
+            *smsl = Py_NewRef(Py_None);
+            *found = file;
+            *loader_class = Py_NewRef(source_loader);
+            result = ENTRY_FOUND;
+            goto done;
+        }
+        Py_DECREF(file);
+        goto done;
+    }
+    result = ENTRY_NOTHING;
+
+done:
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        result = ENTRY_UNDECIDED;
+    }
+    Py_XDECREF(dirpath);
+    Py_XDECREF(cache);
+    Py_XDECREF(loaders);
+    Py_XDECREF(base);
+    return result;
+}
+
+/* The meta path finders before PathFinder decline the module:
+   BuiltinImporter (_imp.is_builtin) and FrozenImporter (_imp.find_frozen,
+   which honours -X frozen_modules). */
+static int
+declined_by_builtin_and_frozen(PyObject *imp, PyObject *name)
+{
+    PyObject *r = PyObject_CallMethodOneArg(imp, str.is_builtin, name);
+    if (r == NULL) {
+        return 0;
+    }
+    int builtin = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (builtin != 0) {
+        return 0;
+    }
+    r = PyObject_CallMethodOneArg(imp, str.find_frozen, name);
+    if (r == NULL) {
+        return 0;
+    }
+    int declined = (r == Py_None);
+    Py_DECREF(r);
+    return declined;
+}
+
+static PyObject *
+get_cwd(void)
+{
+    char buf[PATH_MAX];
+    if (getcwd(buf, sizeof(buf)) == NULL) {
+        return NULL;
+    }
+    return PyUnicode_DecodeFSDefault(buf);
+}
+
+/* The spec the normal search would return, or NULL (no exception) to
+   leave the search to Python. */
+static PyObject *
+find_spec(PyObject *imp, PyObject *name, PyObject *path)
+{
+    PyInterpreterState *interp = _PyInterpreterState_GET();
+    PyObject *bootstrap = interp->imports.importlib;
+    PyObject *external = NULL, *meta_path = NULL, *search = NULL;
+    PyObject *importer_cache = NULL, *file_finder = NULL;
+    PyObject *source_loader = NULL, *tail = NULL, *spec = NULL;
+    int locked = 0;
+
+    if (bootstrap == NULL) {
+        return NULL;
+    }
+    external = PyObject_GetAttr(bootstrap, str._bootstrap_external);
+    if (external == NULL) {
+        goto done;
+    }
+    /* sys.meta_path starts with the three default finders */
+    meta_path = PySys_GetObject("meta_path");               // borrowed
+    if (meta_path == NULL || !PyList_CheckExact(meta_path)
+        || PyList_GET_SIZE(meta_path) < 3)
+    {
+        goto done;
+    }
+    Py_INCREF(meta_path);
+    PyObject *expected[3] = {str.BuiltinImporter, str.FrozenImporter,
+                             str.PathFinder};
+    for (int i = 0; i < 3; i++) {
+        PyObject *cls = PyObject_GetAttr(i < 2 ? bootstrap : external,
+                                         expected[i]);
+        int same = (cls != NULL && PyList_GET_ITEM(meta_path, i) == cls);
+        Py_XDECREF(cls);
+        if (!same) {
+            goto done;
+        }
+    }
+    if (!declined_by_builtin_and_frozen(imp, name)) {
+        goto done;
+    }
+    /* PathFinder.find_spec(): path is sys.path or the parent's __path__ */
+    search = (path == Py_None) ? PySys_GetObject("path") : path;
+    importer_cache = PySys_GetObject("path_importer_cache");
+    if (search == NULL || !PyList_CheckExact(search)
+        || importer_cache == NULL || !PyDict_CheckExact(importer_cache))
+    {
+        search = NULL;
+        importer_cache = NULL;
+        goto done;
+    }
+    Py_INCREF(search);
+    Py_INCREF(importer_cache);
+    file_finder = PyObject_GetAttr(external, str.FileFinder);
+    source_loader = PyObject_GetAttr(external, str.SourceFileLoader);
+    Py_ssize_t dot = PyUnicode_FindChar(name, '.', 0,
+                                        PyUnicode_GET_LENGTH(name), -1);
+    if (file_finder == NULL || source_loader == NULL || dot == -2) {
+        goto done;
+    }
+    tail = PyUnicode_Substring(name, dot + 1, PyUnicode_GET_LENGTH(name));
+    if (tail == NULL) {
+        goto done;
+    }
+
+    /* _find_spec() holds the import lock while a finder searches */
+    _PyImport_AcquireLock(interp);
+    locked = 1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(search); i++) {
+        PyObject *entry = Py_NewRef(PyList_GET_ITEM(search, i));
+        if (!PyUnicode_CheckExact(entry)) {
+            Py_DECREF(entry);
+            goto done;
+        }
+        if (PyUnicode_GET_LENGTH(entry) == 0) {
+            /* PathFinder._path_importer_cache(): '' is the current
+               directory */
+            Py_SETREF(entry, get_cwd());
+            if (entry == NULL) {
+                goto done;
+            }
+        }
+        PyObject *finder;
+        int r = PyDict_GetItemRef(importer_cache, entry, &finder);
+        Py_DECREF(entry);
+        if (r <= 0) {
+            goto done;          /* no finder yet: the path hooks make it */
+        }
+        if (finder == Py_None) {
+            Py_DECREF(finder);
+            continue;
+        }
+        if (!Py_IS_TYPE(finder, (PyTypeObject *)file_finder)) {
+            Py_DECREF(finder);
+            goto done;
+        }
+        PyObject *found = NULL, *smsl = NULL, *loader_class = NULL;
+        entry_result res = search_entry(finder, tail, source_loader,
+                                        &found, &smsl, &loader_class);
+        if (res == ENTRY_NOTHING) {
+            Py_DECREF(finder);
+            continue;
+        }
+        if (res == ENTRY_FOUND && _PyCDS_ArchiveHasSource(name, found)) {
+            PyObject *args[6] = {finder, loader_class, name, found, smsl,
+                                 Py_None};
+            spec = PyObject_VectorcallMethod(
+                str._get_spec, args, 6, NULL);
+        }
+        Py_XDECREF(found);
+        Py_XDECREF(smsl);
+        Py_XDECREF(loader_class);
+        Py_DECREF(finder);
+        goto done;
+    }
+
+done:
+    if (locked) {
+        _PyImport_ReleaseLock(interp);
+    }
+    if (PyErr_Occurred()) {
+        /* the Python search will meet the same problem, and report it */
+        PyErr_Clear();
+        Py_CLEAR(spec);
+    }
+    Py_XDECREF(external);
+    Py_XDECREF(meta_path);
+    Py_XDECREF(search);
+    Py_XDECREF(importer_cache);
+    Py_XDECREF(file_finder);
+    Py_XDECREF(source_loader);
+    Py_XDECREF(tail);
+    return spec;
+}
+
+PyObject *
+_PyCDS_imp_find_spec(PyObject *module, PyObject *const *args,
+                     Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_cds_find_spec(name, path): expected 2 arguments");
+        return NULL;
+    }
+    PyObject *name = args[0];
+    if (_PyCDS_GetSettings()->mode != _PyCDS_SHARE
+        || !PyUnicode_CheckExact(name)
+        /* -v: the Python finders report each path they try */
+        || _PyInterpreterState_GetConfig(_PyInterpreterState_GET())->verbose
+        || !_PyCDS_ArchiveHasSource(name, NULL))
+    {
+        Py_RETURN_NONE;
+    }
+    if (init_strings() < 0) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *spec = find_spec(module, name, args[1]);
+    if (spec == NULL) {
+        Py_RETURN_NONE;
+    }
+    _PyCDS_SpecsFound++;
+    return spec;
+}
