@@ -15,7 +15,7 @@
  * of date (the directory's mtime changed, or importlib.invalidate_caches()
  * was called), a directory of the module's name (a package or namespace
  * portion other than the archived one), a file another loader would load
- * first, -v.  So the spec is always the one the normal search returns,
+ * first, -vv.  So the spec is always the one the normal search returns,
  * found without running Python code for most imports.
  */
 
@@ -432,8 +432,8 @@ _PyCDS_imp_find_spec(PyObject *module, PyObject *const *args,
     PyObject *name = args[0];
     if (_PyCDS_GetSettings()->mode != _PyCDS_SHARE
         || !PyUnicode_CheckExact(name)
-        /* -v: the Python finders report each path they try */
-        || _PyInterpreterState_GetConfig(_PyInterpreterState_GET())->verbose
+        /* -vv: the Python finders report each path they try */
+        || _PyInterpreterState_GetConfig(_PyInterpreterState_GET())->verbose > 1
         || !_PyCDS_ArchiveHasSource(name, NULL))
     {
         Py_RETURN_NONE;
@@ -447,5 +447,6 @@ _PyCDS_imp_find_spec(PyObject *module, PyObject *const *args,
         Py_RETURN_NONE;
     }
     _PyCDS_SpecsFound++;
+    _PyCDS_Log(2, "spec found: %s", PyUnicode_AsUTF8(name));
     return spec;
 }

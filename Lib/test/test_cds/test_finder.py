@@ -1,0 +1,320 @@
+"""The C fast path of the path-based finder (_imp._cds_find_spec).
+
+Each scenario runs the same program with the archive off and in share
+mode: the modules it imports, their specs and attributes and the order of
+sys.modules must be the same, and the fast path must have been taken where
+it can prove what the normal search finds, and not where it cannot.
+"""
+
+import os
+import shutil
+import tempfile
+import textwrap
+import unittest
+import zipfile
+
+from test.test_cds.util import run_python
+
+# Printed by every scenario: what each module is and where it came from.
+DESCRIBE = '''
+import sys, _cds
+def describe(name):
+    m = sys.modules[name]
+    s = m.__spec__
+    loader = s.loader if isinstance(s.loader, type) else type(s.loader)
+    print(name, s.name, loader.__name__, s.origin, s.cached,
+          s.submodule_search_locations, s.has_location, s.parent,
+          getattr(m, '__file__', None), getattr(m, '__cached__', None),
+          m.__package__, getattr(m, '__path__', None),
+          getattr(m, 'MARK', None))
+'''
+REPORT = '''
+for name in WATCH:
+    if name in sys.modules:
+        describe(name)
+print([n for n in sys.modules if n in WATCH])
+print("SPECS", _cds.info()["specs_found"])
+'''
+WATCH = ['fmod', 'fpkg', 'fpkg.sub', 'fpkg.other', 'early_only', '__hello__']
+
+
+class FinderTests(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp()
+        cls.lib = os.path.join(cls.tmp, 'lib')
+        for rel, text in {
+            'fmod.py': 'MARK = "lib"\n',
+            'fpkg/__init__.py': 'MARK = "libpkg"\n',
+            'fpkg/sub.py': 'MARK = "libsub"\n',
+            'fpkg/other.py': 'from . import sub\nMARK = "libother"\n',
+        }.items():
+            path = os.path.join(cls.lib, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, 'w') as f:
+                f.write(text)
+        cls.archive = os.path.join(cls.tmp, 'f.cds')
+        lst = os.path.join(cls.tmp, 'f.lst')
+        train = ('import sys; sys.path.insert(0, %r)\n'
+                 'import fmod, fpkg.sub, fpkg.other\n' % cls.lib)
+        for args in (['-X', 'cds=trace', '-X', f'cds_list={lst}', '-c', train],
+                     ['-X', 'frozen_modules=off', '-X', 'cds=trace',
+                      '-X', f'cds_list={lst}', '-c', 'import __hello__'],
+                     ['-X', 'cds=dump', '-X', f'cds_list={lst}',
+                      '-X', f'cds_archive={cls.archive}']):
+            r = run_python(*args)
+            if r.returncode != 0:
+                raise RuntimeError(r.stderr)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp)
+
+    def setUp(self):
+        # what a scenario finds in EARLY at its start; each run gets a
+        # fresh copy at the same path
+        self.template = tempfile.mkdtemp(dir=self.tmp)
+        self.addCleanup(shutil.rmtree, self.template)
+        self.early = os.path.join(self.tmp, 'early')
+
+    def run_both(self, body, *args, cwd=None):
+        """Run the scenario off and in share mode; return the output (the
+        same in both) and the modules whose spec the fast path found."""
+        code = (DESCRIBE + f'WATCH = {WATCH!r}\n'
+                + f'LIB, EARLY = {self.lib!r}, {self.early!r}\n'
+                + textwrap.dedent(body) + REPORT)
+        share = ['-X', 'cds=share', '-X', f'cds_archive={self.archive}',
+                 '-X', 'cds_verbose=2']
+        outputs = []
+        for mode in ([], share):
+            shutil.rmtree(self.early, ignore_errors=True)
+            shutil.copytree(self.template, self.early)
+            r = run_python(*args, *mode, '-c', code,
+                           cwd=self.early if cwd == 'early' else cwd)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            outputs.append(r)
+        off, share = outputs
+        off_lines, share_lines = off.stdout.splitlines(), share.stdout.splitlines()
+        self.assertEqual(off_lines[-1], 'SPECS 0')
+        self.assertEqual(share_lines[:-1], off_lines[:-1])
+        found = [l.split(': ', 2)[2] for l in share.stderr.splitlines()
+                 if l.startswith('cds: spec found: ')]
+        self.assertEqual(len(found), int(share_lines[-1].split()[1]))
+        # start-up modules may be found too: only the scenario's count
+        return share_lines[:-1], [name for name in found if name in WATCH]
+
+    def marks(self, lines):
+        """{module: MARK} from the describe() lines"""
+        return {l.split()[0]: l.split()[-1] for l in lines
+                if not l.startswith('[')}
+
+    def write(self, rel, text):
+        path = os.path.join(self.template, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, 'w') as f:
+            f.write(text)
+
+    def test_found_in_c(self):
+        lines, found = self.run_both('''
+            import importlib.util
+            sys.path[:0] = [EARLY, LIB]
+            print(importlib.util.find_spec('fmod').origin)
+            import fmod, fpkg.other
+        ''')
+        self.assertEqual(lines[0], os.path.join(self.lib, 'fmod.py'))
+        self.assertEqual(self.marks(lines[1:]),
+                         {'fmod': 'lib', 'fpkg': 'libpkg', 'fpkg.sub': 'libsub',
+                          'fpkg.other': 'libother'})
+        self.assertIn("fpkg.sub fpkg.sub SourceFileLoader "
+                      + os.path.join(self.lib, 'fpkg', 'sub.py'), lines[3])
+        # The first search of a directory has no cached finder yet (the
+        # path hooks make it) and is left to Python: find_spec('fmod'),
+        # which caches the finders of EARLY and LIB, and fpkg.other, the
+        # first module searched for in LIB/fpkg.
+        self.assertEqual(found, ['fmod', 'fpkg', 'fpkg.sub'])
+
+    def test_shadowed_after_the_directory_was_cached(self):
+        self.write('early_only.py', 'MARK = "early"\n')
+        lines, found = self.run_both('''
+            import time
+            sys.path[:0] = [EARLY, LIB]
+            import early_only, fpkg  # both directories are cached
+            time.sleep(0.05)         # a new mtime for EARLY
+            with open(EARLY + '/fmod.py', 'w') as f:
+                f.write('MARK = "early"\\n')
+            import fmod
+        ''')
+        self.assertIn(os.path.join(self.early, 'fmod.py'), lines[0])
+        self.assertTrue(lines[0].endswith('early'))
+        self.assertEqual(found, [])
+
+    def test_stale_directory_cache_is_kept_as_python_keeps_it(self):
+        # A finder refreshes its cache only when the directory's mtime
+        # changes, or after importlib.invalidate_caches(); the fast path
+        # makes the same decisions, even where the cache is out of date.
+        self.write('early_only.py', 'MARK = "early"\n')
+        os.mkdir(os.path.join(self.template, '__pycache__'))
+        lines, found = self.run_both('''
+            import importlib, os
+            sys.dont_write_bytecode = True
+            sys.path[:0] = [EARLY, LIB]
+            import early_only, fpkg  # both directories are cached
+            st = os.stat(EARLY)
+            with open(EARLY + '/fmod.py', 'w') as f:
+                f.write('MARK = "early"\\n')
+            os.utime(EARLY, ns=(st.st_atime_ns, st.st_mtime_ns))
+            import fmod
+            print(fmod.__file__)
+            del sys.modules['fmod']
+            importlib.invalidate_caches()
+            import fmod
+            print(fmod.__file__)
+        ''')
+        self.assertEqual(lines[0], os.path.join(self.lib, 'fmod.py'))
+        self.assertEqual(lines[1], os.path.join(self.early, 'fmod.py'))
+        self.assertEqual(found, ['fmod'])
+
+    def test_package_earlier_on_the_path(self):
+        self.write('fpkg/__init__.py', 'MARK = "earlypkg"\n')
+        self.write('fpkg/sub.py', 'MARK = "earlysub"\n')
+        lines, found = self.run_both('''
+            sys.path[:0] = [EARLY, LIB]
+            import fmod, fpkg.sub
+        ''')
+        self.assertEqual(self.marks(lines),
+                         {'fmod': 'lib', 'fpkg': 'earlypkg',
+                          'fpkg.sub': 'earlysub'})
+        self.assertEqual(found, [])
+
+    def test_namespace_portion_earlier_on_the_path(self):
+        os.makedirs(os.path.join(self.template, 'fmod'))
+        self.write('early_only.py', '')
+        lines, found = self.run_both('''
+            sys.path[:0] = [EARLY, LIB]
+            import early_only, fmod, fpkg
+        ''')
+        self.assertEqual(self.marks(lines), {'fmod': 'lib', 'fpkg': 'libpkg',
+                                             'early_only': 'None'})
+        self.assertEqual(found, ['fpkg'])
+
+    def test_other_loader_first_in_the_same_directory(self):
+        # an extension module file wins over the source file next to it
+        self.write('fmod.py', 'MARK = "early"\n')
+        with open(os.path.join(self.template, 'fmod.abi3.so'), 'wb') as f:
+            f.write(b'not an ELF file')
+        lines, found = self.run_both('''
+            sys.path[:0] = [EARLY, LIB]
+            import fpkg
+            try:
+                import fmod
+            except ImportError as e:
+                print(type(e).__name__, e.name, e.path)
+        ''')
+        self.assertEqual(lines[0], 'ImportError fmod '
+                         + os.path.join(self.early, 'fmod.abi3.so'))
+        self.assertEqual(found, [])
+
+    def test_zip_earlier_on_the_path(self):
+        zpath = os.path.join(self.template, 'mods.zip')
+        with zipfile.ZipFile(zpath, 'w') as z:
+            z.writestr('fmod.py', 'MARK = "zip"\n')
+        lines, found = self.run_both('''
+            sys.path[:0] = [EARLY + '/mods.zip', LIB]
+            import fpkg, fmod, fpkg.sub
+        ''')
+        self.assertIn('zipimporter', lines[0])
+        self.assertTrue(lines[0].endswith('zip'))
+        self.assertEqual(found, [])
+
+    def test_meta_path_finder_first(self):
+        lines, found = self.run_both('''
+            import importlib.abc, importlib.util
+            class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+                def find_spec(self, name, path, target=None):
+                    if name == 'fmod':
+                        return importlib.util.spec_from_loader(name, self)
+                def create_module(self, spec):
+                    return None
+                def exec_module(self, module):
+                    module.MARK = 'meta'
+            sys.path[:0] = [EARLY, LIB]
+            import fpkg
+            sys.meta_path.insert(0, Finder())
+            import fmod, fpkg.sub
+        ''')
+        self.assertTrue(lines[0].startswith('fmod fmod Finder'))
+        self.assertTrue(lines[0].endswith('meta'))
+        self.assertEqual(found, [])
+
+    def test_path_hook_for_a_new_entry(self):
+        lines, found = self.run_both('''
+            import importlib.machinery as m
+            class MyLoader(m.SourceFileLoader):
+                pass
+            hook = m.FileFinder.path_hook((MyLoader, ['.py']))
+            sys.path_hooks.insert(0, hook)
+            sys.path_importer_cache.clear()
+            sys.path[:0] = [EARLY, LIB]
+            import fpkg, fmod, fpkg.sub
+        ''')
+        self.assertIn('MyLoader', lines[0])
+        self.assertEqual(found, [])
+
+    def test_current_directory_entry(self):
+        self.write('fmod.py', 'MARK = "cwd"\n')
+        lines, found = self.run_both('''
+            sys.path[:0] = ['', LIB]
+            import fpkg.sub, fmod, fpkg.other
+        ''', cwd='early')
+        self.assertEqual(self.marks(lines), {'fmod': 'cwd', 'fpkg': 'libpkg',
+                                             'fpkg.sub': 'libsub',
+                                             'fpkg.other': 'libother'})
+        self.assertEqual(found, ['fpkg.other'])
+        lines, found = self.run_both('''
+            sys.path[:0] = ['', LIB]
+            import fmod, fpkg
+        ''', cwd=self.lib)
+        self.assertEqual(self.marks(lines), {'fmod': 'lib', 'fpkg': 'libpkg'})
+        self.assertIn('fpkg', found)
+
+    def test_reload(self):
+        lines, found = self.run_both('''
+            import importlib
+            sys.path[:0] = [EARLY, LIB]
+            import fpkg, fmod
+            with open(EARLY + '/fmod.py', 'w') as f:
+                f.write('MARK = "early"\\n')
+            importlib.invalidate_caches()
+            importlib.reload(fmod)
+        ''')
+        self.assertTrue(lines[0].endswith('early'))
+        self.assertEqual(found, ['fmod'])
+
+    def test_frozen_module_wins(self):
+        # The archive holds __hello__ as a source module (traced with
+        # -X frozen_modules=off).  FrozenImporter finds it first unless
+        # frozen modules are off.
+        lines, found = self.run_both('import __hello__')
+        self.assertIn('__hello__ __hello__ FrozenImporter frozen', lines[0])
+        self.assertNotIn('__hello__', found)
+        lines, found = self.run_both('import __hello__',
+                                     '-X', 'frozen_modules=off')
+        self.assertIn('__hello__ __hello__ SourceFileLoader', lines[0])
+        self.assertIn('__hello__', found)
+
+    def test_not_with_very_verbose(self):
+        # -vv: the Python finders report every path they try
+        code = ('import sys, _cds; sys.path.insert(0, %r)\n'
+                'import fpkg, fmod; print(_cds.info()["specs_found"])'
+                % self.lib)
+        share = ('-X', 'cds=share', '-X', f'cds_archive={self.archive}')
+        r = run_python('-vv', *share, '-c', code)
+        self.assertEqual(r.stdout, '0\n')
+        self.assertIn('# trying ' + os.path.join(self.lib, 'fmod'), r.stderr)
+        r = run_python('-v', *share, '-c', code)
+        self.assertGreaterEqual(int(r.stdout), 1)
+
+
+if __name__ == '__main__':
+    unittest.main()
