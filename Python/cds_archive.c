@@ -1907,10 +1907,14 @@ open_archive(void)
     return 0;
 }
 
-static int
+static inline int
 in_module(const cds_index_entry *e, uint64_t off, uint64_t len)
 {
-    for (int r = 0; r < CDS_NRANGES; r++) {
+    /* the code range first: most records are there */
+    static const int order[CDS_NRANGES] = {
+        R_CODE - 1, R_TUP - 1, R_WARM - 1, R_COLD - 1};
+    for (int i = 0; i < CDS_NRANGES; i++) {
+        int r = order[i];
         if (off >= e->range[r][0] && off + len <= e->range[r][1]) {
             return 1;
         }
@@ -2051,28 +2055,36 @@ prepare_module(size_t i)
                    "(corrupt archive)", name);
         goto done;
     }
-    for (uint64_t k = 0; relocate && k < e->reloc_count; k++) {
-        if (!in_module(e, relocs[k] & ~(uint64_t)1, 8) || (relocs[k] & 6)) {
-            _PyCDS_Log(1, "module %s: bad relocation (corrupt archive)", name);
-            goto done;
-        }
-    }
-    /* Relocate only when something moved: otherwise nothing is written. */
+    /* Relocate only when something moved: otherwise nothing is written.
+       Each record is checked before it is applied, and only the records
+       of what moved are (usually the image only: each object's type).  A
+       bad record leaves the module half relocated, but a module that
+       fails here is never used, and its pages are its own. */
     if (relocate) {
         if (cds.protect) {
             protect_range(e->range[R_COLD - 1][0], e->range[R_COLD - 1][1],
                           PROT_READ | PROT_WRITE);
         }
+        int bad = 0;
         for (uint64_t k = 0; k < e->reloc_count; k++) {
-            uint64_t *slot = (uint64_t *)(base + (relocs[k] & ~(uint64_t)1));
-            intptr_t delta = (relocs[k] & 1) ? cds.image_delta : cds.archive_delta;
-            if (delta != 0) {
-                *slot += (uint64_t)delta;
+            uint64_t rec = relocs[k];
+            intptr_t delta = (rec & 1) ? cds.image_delta : cds.archive_delta;
+            if (delta == 0) {
+                continue;
             }
+            if ((rec & 6) || !in_module(e, rec & ~(uint64_t)1, 8)) {
+                bad = 1;
+                break;
+            }
+            *(uint64_t *)(base + (rec & ~(uint64_t)1)) += (uint64_t)delta;
         }
         if (cds.protect) {
             protect_range(e->range[R_COLD - 1][0], e->range[R_COLD - 1][1],
                           PROT_READ);
+        }
+        if (bad) {
+            _PyCDS_Log(1, "module %s: bad relocation (corrupt archive)", name);
+            goto done;
         }
         cds.relocated++;
     }
