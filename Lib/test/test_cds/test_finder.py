@@ -295,7 +295,8 @@ class FinderTests(unittest.TestCase):
         # The archive holds __hello__ as a source module (traced with
         # -X frozen_modules=off).  FrozenImporter finds it first unless
         # frozen modules are off.
-        lines, found = self.run_both('import __hello__')
+        lines, found = self.run_both('import __hello__',
+                                     '-X', 'frozen_modules=on')
         self.assertIn('__hello__ __hello__ FrozenImporter frozen', lines[0])
         self.assertNotIn('__hello__', found)
         lines, found = self.run_both('import __hello__',
