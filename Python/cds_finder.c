@@ -21,8 +21,10 @@
 
 #include "Python.h"
 #include "pycore_cds.h"
+#include "pycore_global_objects.h" // _Py_ID()
 #include "pycore_import.h"        // _PyImport_AcquireLock()
 #include "pycore_pystate.h"       // _PyInterpreterState_GET()
+#include "pycore_unicodeobject.h" // _PyUnicode_JoinArray()
 
 #include <sys/stat.h>
 #include <limits.h>               // PATH_MAX
@@ -36,7 +38,8 @@ static struct {
     PyObject *path, *_path_mtime, *_path_cache, *_loaders, *_get_spec,
              *_bootstrap_external, *BuiltinImporter, *FrozenImporter,
              *PathFinder, *FileFinder, *SourceFileLoader, *is_builtin,
-             *find_frozen, *py;
+             *find_frozen, *meta_path, *path_importer_cache, *slash,
+             *py;
 } str;
 
 static int
@@ -53,7 +56,11 @@ init_strings(void)
     INTERN(_get_spec) INTERN(_bootstrap_external) INTERN(BuiltinImporter)
     INTERN(FrozenImporter) INTERN(PathFinder) INTERN(FileFinder)
     INTERN(SourceFileLoader) INTERN(is_builtin) INTERN(find_frozen)
+    INTERN(meta_path) INTERN(path_importer_cache)
 #undef INTERN
+    if ((str.slash = PyUnicode_InternFromString("/")) == NULL) {
+        return -1;
+    }
     str.py = PyUnicode_InternFromString(".py");
     return str.py == NULL ? -1 : 0;
 }
@@ -113,29 +120,81 @@ cache_is_current(PyObject *finder, PyObject *dirpath)
     return current;
 }
 
-/* Whether tail + suffix (suffix may be NULL) is in the directory cache */
-static int
-in_cache(PyObject *cache, PyObject *tail, PyObject *suffix)
+#define MAX_SUFFIXES 16
+
+/* The names a FileFinder looks up for the module: tail + each suffix of
+   its loaders, made once per search (every FileFinder made by the default
+   path hook has the same suffix objects). */
+typedef struct {
+    PyObject *tail;
+    Py_ssize_t n;
+    PyObject *suffix[MAX_SUFFIXES];     /* borrowed from a _loaders list */
+    PyObject *key[MAX_SUFFIXES];        /* tail + suffix */
+} module_keys;
+
+static void
+keys_clear(module_keys *k)
 {
-    PyObject *key = suffix ? PyUnicode_Concat(tail, suffix) : Py_NewRef(tail);
-    if (key == NULL) {
+    for (Py_ssize_t i = 0; i < k->n; i++) {
+        Py_CLEAR(k->key[i]);
+    }
+    k->n = 0;
+}
+
+/* Check the finder's _loaders list ((suffix, loader class) tuples) and
+   make the keys for its suffixes unless they are those of the last list. */
+static int
+keys_for(module_keys *k, PyObject *loaders)
+{
+    Py_ssize_t n = PyList_GET_SIZE(loaders);
+    if (n > MAX_SUFFIXES) {
         return -1;
     }
-    int r = PySet_Contains(cache, key);
-    Py_DECREF(key);
-    return r;
+    int same = (n == k->n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(loaders, i);
+        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2
+            || !PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 0)))
+        {
+            return -1;
+        }
+        same = same && PyTuple_GET_ITEM(item, 0) == k->suffix[i];
+    }
+    if (same) {
+        return 0;
+    }
+    keys_clear(k);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        k->suffix[i] = PyTuple_GET_ITEM(PyList_GET_ITEM(loaders, i), 0);
+        k->key[i] = PyUnicode_Concat(k->tail, k->suffix[i]);
+        if (k->key[i] == NULL) {
+            keys_clear(k);
+            return -1;
+        }
+        k->n = i + 1;
+    }
+    return 0;
+}
+
+/* _path_join(a, b) of a path without a trailing '/' */
+static PyObject *
+join(PyObject *a, PyObject *b)
+{
+    PyObject *items[2] = {a, b};
+    return _PyUnicode_JoinArray(str.slash, items, 2);
 }
 
 /* FileFinder.find_spec() for one entry, as far as it can be decided from
    the directory cache.  On ENTRY_FOUND, *found is the file's path and
    *smsl the package's search locations (or None). */
 static entry_result
-search_entry(PyObject *finder, PyObject *tail, PyObject *source_loader,
-             PyObject **found, PyObject **smsl, PyObject **loader_class)
+search_entry(PyObject *finder, module_keys *keys, PyObject *source_loader,
+             PyObject **found, PyObject **smsl)
 {
     entry_result result = ENTRY_UNDECIDED;
     PyObject *dirpath = NULL, *cache = NULL, *loaders = NULL;
-    PyObject *base = NULL;
+    PyObject *base = NULL, *file = NULL;
+    int r;
 
     dirpath = PyObject_GetAttr(finder, str.path);
     if (dirpath == NULL || !PyUnicode_CheckExact(dirpath)
@@ -149,92 +208,77 @@ search_entry(PyObject *finder, PyObject *tail, PyObject *source_loader,
     cache = PyObject_GetAttr(finder, str._path_cache);
     loaders = PyObject_GetAttr(finder, str._loaders);
     if (cache == NULL || loaders == NULL || !PySet_CheckExact(cache)
-        || !PyList_CheckExact(loaders))
+        || !PyList_CheckExact(loaders) || keys_for(keys, loaders) < 0)
     {
         goto done;
     }
-    /* _path_join(self.path, tail_module): the path has no trailing '/' */
-    base = PyUnicode_FromFormat("%U/%U", dirpath, tail);
-    if (base == NULL) {
-        goto done;
-    }
-    int r = in_cache(cache, tail, NULL);
+    r = PySet_Contains(cache, keys->tail);
     if (r < 0) {
         goto done;
     }
     if (r) {
         /* A directory of the module's name: a package if one of the
            loaders finds its __init__ file, in the loaders' order. */
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(loaders); i++) {
-            PyObject *item = PyList_GET_ITEM(loaders, i);
-            if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2
-                || !PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 0)))
+        base = join(dirpath, keys->tail);
+        if (base == NULL) {
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < keys->n; i++) {
+            PyObject *name = PyUnicode_Concat(&_Py_ID(__init__), keys->suffix[i]);
+            if (name == NULL) {
+                goto done;
+            }
+            file = join(base, name);
+            Py_DECREF(name);
+            if (file == NULL) {
+                goto done;
+            }
+            int isfile = is_regular_file(file);
+            if (isfile == 0) {
+                Py_CLEAR(file);
+                continue;
+            }
+            if (isfile > 0
+                && PyTuple_GET_ITEM(PyList_GET_ITEM(loaders, i), 1) == source_loader
+                && PyUnicode_Compare(keys->suffix[i], str.py) == 0)
             {
-                goto done;
-            }
-            PyObject *init = PyUnicode_FromFormat(
-                "%U/__init__%U", base, PyTuple_GET_ITEM(item, 0));
-            if (init == NULL) {
-                goto done;
-            }
-            int isfile = is_regular_file(init);
-            if (isfile != 0) {
-                if (isfile > 0 && PyTuple_GET_ITEM(item, 1) == source_loader
-                    && PyUnicode_Compare(PyTuple_GET_ITEM(item, 0), str.py) == 0)
-                {
-                    *smsl = PyList_New(1);
-                    if (*smsl == NULL) {
-                        Py_DECREF(init);
-                        goto done;
-                    }
+                *smsl = PyList_New(1);
+                if (*smsl != NULL) {
                     PyList_SET_ITEM(*smsl, 0, Py_NewRef(base));
-                    *found = init;
-                    *loader_class = Py_NewRef(source_loader);
+                    *found = Py_NewRef(file);
                     result = ENTRY_FOUND;
-                    goto done;
                 }
-                Py_DECREF(init);
-                goto done;
             }
-            Py_DECREF(init);
+            goto done;
         }
         /* no __init__ file: a namespace portion, or not a directory */
         goto done;
     }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(loaders); i++) {
-        PyObject *item = PyList_GET_ITEM(loaders, i);
-        if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2
-            || !PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 0)))
-        {
-            goto done;
-        }
-        PyObject *suffix = PyTuple_GET_ITEM(item, 0);
-        r = in_cache(cache, tail, suffix);
+    for (Py_ssize_t i = 0; i < keys->n; i++) {
+        r = PySet_Contains(cache, keys->key[i]);
         if (r < 0) {
             goto done;
         }
         if (!r) {
             continue;
         }
-        PyObject *file = PyUnicode_FromFormat("%U%U", base, suffix);
+        file = join(dirpath, keys->key[i]);
         if (file == NULL) {
             goto done;
         }
         int isfile = is_regular_file(file);
         if (isfile == 0) {
-            Py_DECREF(file);
+            Py_CLEAR(file);
             continue;
         }
-        if (isfile > 0 && PyTuple_GET_ITEM(item, 1) == source_loader
-            && PyUnicode_Compare(suffix, str.py) == 0)
+        if (isfile > 0
+            && PyTuple_GET_ITEM(PyList_GET_ITEM(loaders, i), 1) == source_loader
+            && PyUnicode_Compare(keys->suffix[i], str.py) == 0)
         {
             *smsl = Py_NewRef(Py_None);
-            *found = file;
-            *loader_class = Py_NewRef(source_loader);
+            *found = Py_NewRef(file);
             result = ENTRY_FOUND;
-            goto done;
         }
-        Py_DECREF(file);
         goto done;
     }
     result = ENTRY_NOTHING;
@@ -242,12 +286,17 @@ search_entry(PyObject *finder, PyObject *tail, PyObject *source_loader,
 done:
     if (PyErr_Occurred()) {
         PyErr_Clear();
+        if (result == ENTRY_FOUND) {
+            Py_CLEAR(*found);
+            Py_CLEAR(*smsl);
+        }
         result = ENTRY_UNDECIDED;
     }
     Py_XDECREF(dirpath);
     Py_XDECREF(cache);
     Py_XDECREF(loaders);
     Py_XDECREF(base);
+    Py_XDECREF(file);
     return result;
 }
 
@@ -285,6 +334,19 @@ get_cwd(void)
     return PyUnicode_DecodeFSDefault(buf);
 }
 
+/* A strong reference to sys.<name>, or NULL (no exception) */
+static PyObject *
+sys_attr(PyInterpreterState *interp, PyObject *name)
+{
+    PyObject *value = NULL;
+    if (interp->sysdict == NULL
+        || PyDict_GetItemRef(interp->sysdict, name, &value) < 0)
+    {
+        PyErr_Clear();
+    }
+    return value;
+}
+
 /* The spec the normal search would return, or NULL (no exception) to
    leave the search to Python. */
 static PyObject *
@@ -294,7 +356,8 @@ find_spec(PyObject *imp, PyObject *name, PyObject *path)
     PyObject *bootstrap = interp->imports.importlib;
     PyObject *external = NULL, *meta_path = NULL, *search = NULL;
     PyObject *importer_cache = NULL, *file_finder = NULL;
-    PyObject *source_loader = NULL, *tail = NULL, *spec = NULL;
+    PyObject *source_loader = NULL, *spec = NULL;
+    module_keys keys = {NULL, 0};
     int locked = 0;
 
     if (bootstrap == NULL) {
@@ -305,13 +368,12 @@ find_spec(PyObject *imp, PyObject *name, PyObject *path)
         goto done;
     }
     /* sys.meta_path starts with the three default finders */
-    meta_path = PySys_GetObject("meta_path");               // borrowed
+    meta_path = sys_attr(interp, str.meta_path);
     if (meta_path == NULL || !PyList_CheckExact(meta_path)
         || PyList_GET_SIZE(meta_path) < 3)
     {
         goto done;
     }
-    Py_INCREF(meta_path);
     PyObject *expected[3] = {str.BuiltinImporter, str.FrozenImporter,
                              str.PathFinder};
     for (int i = 0; i < 3; i++) {
@@ -327,17 +389,14 @@ find_spec(PyObject *imp, PyObject *name, PyObject *path)
         goto done;
     }
     /* PathFinder.find_spec(): path is sys.path or the parent's __path__ */
-    search = (path == Py_None) ? PySys_GetObject("path") : path;
-    importer_cache = PySys_GetObject("path_importer_cache");
+    search = (path == Py_None) ? sys_attr(interp, &_Py_ID(path))
+                               : Py_NewRef(path);
+    importer_cache = sys_attr(interp, str.path_importer_cache);
     if (search == NULL || !PyList_CheckExact(search)
         || importer_cache == NULL || !PyDict_CheckExact(importer_cache))
     {
-        search = NULL;
-        importer_cache = NULL;
         goto done;
     }
-    Py_INCREF(search);
-    Py_INCREF(importer_cache);
     file_finder = PyObject_GetAttr(external, str.FileFinder);
     source_loader = PyObject_GetAttr(external, str.SourceFileLoader);
     Py_ssize_t dot = PyUnicode_FindChar(name, '.', 0,
@@ -345,8 +404,8 @@ find_spec(PyObject *imp, PyObject *name, PyObject *path)
     if (file_finder == NULL || source_loader == NULL || dot == -2) {
         goto done;
     }
-    tail = PyUnicode_Substring(name, dot + 1, PyUnicode_GET_LENGTH(name));
-    if (tail == NULL) {
+    keys.tail = PyUnicode_Substring(name, dot + 1, PyUnicode_GET_LENGTH(name));
+    if (keys.tail == NULL) {
         goto done;
     }
 
@@ -381,22 +440,22 @@ find_spec(PyObject *imp, PyObject *name, PyObject *path)
             Py_DECREF(finder);
             goto done;
         }
-        PyObject *found = NULL, *smsl = NULL, *loader_class = NULL;
-        entry_result res = search_entry(finder, tail, source_loader,
-                                        &found, &smsl, &loader_class);
+        PyObject *found = NULL, *smsl = NULL;
+        entry_result res = search_entry(finder, &keys, source_loader,
+                                        &found, &smsl);
         if (res == ENTRY_NOTHING) {
             Py_DECREF(finder);
             continue;
         }
         if (res == ENTRY_FOUND && _PyCDS_ArchiveHasSource(name, found)) {
-            PyObject *args[6] = {finder, loader_class, name, found, smsl,
+            /* FileFinder._get_spec(loader_class, fullname, path, smsl,
+               target), as its find_spec() calls it */
+            PyObject *args[6] = {finder, source_loader, name, found, smsl,
                                  Py_None};
-            spec = PyObject_VectorcallMethod(
-                str._get_spec, args, 6, NULL);
+            spec = PyObject_VectorcallMethod(str._get_spec, args, 6, NULL);
         }
         Py_XDECREF(found);
         Py_XDECREF(smsl);
-        Py_XDECREF(loader_class);
         Py_DECREF(finder);
         goto done;
     }
@@ -410,13 +469,14 @@ done:
         PyErr_Clear();
         Py_CLEAR(spec);
     }
+    keys_clear(&keys);
+    Py_XDECREF(keys.tail);
     Py_XDECREF(external);
     Py_XDECREF(meta_path);
     Py_XDECREF(search);
     Py_XDECREF(importer_cache);
     Py_XDECREF(file_finder);
     Py_XDECREF(source_loader);
-    Py_XDECREF(tail);
     return spec;
 }
 
