@@ -1979,6 +1979,35 @@ populate_for_relocation(const cds_index_entry *e)
     }
 }
 
+/* Objects a fixup makes on the heap (frozensets) are owned by a list in
+   the interpreter's dict, and so released with it when the interpreter is
+   cleared at finalization, after its modules, as the constants of the code
+   objects of a .pyc are; the archive's slot borrows the reference. */
+static int
+keep_until_finalization(PyInterpreterState *interp, PyObject *obj)
+{
+    PyObject *dict = PyInterpreterState_GetDict(interp);      // borrowed
+    if (dict == NULL) {
+        return -1;
+    }
+    PyObject *list;
+    if (PyDict_GetItemStringRef(dict, "_pycds_fixup_objects", &list) < 0) {
+        return -1;
+    }
+    if (list == NULL) {
+        list = PyList_New(0);
+        if (list == NULL
+            || PyDict_SetItemString(dict, "_pycds_fixup_objects", list) < 0)
+        {
+            Py_XDECREF(list);
+            return -1;
+        }
+    }
+    int r = PyList_Append(list, obj);
+    Py_DECREF(list);
+    return r;
+}
+
 /* Verify, relocate and fix up one module's objects, once per process. */
 static int
 prepare_module(size_t i)
@@ -2114,12 +2143,14 @@ prepare_module(size_t i)
             }
             case FIXUP_FROZENSET: {
                 PyObject *fs = PyFrozenSet_New(*slot);
-                if (fs == NULL) {
+                if (fs == NULL || keep_until_finalization(interp, fs) < 0) {
+                    Py_XDECREF(fs);
                     PyErr_Clear();
                     _PyCDS_Log(1, "module %s: cannot rebuild a frozenset", name);
                     goto done;
                 }
-                *slot = fs;      /* owns the reference, never released */
+                *slot = fs;      /* borrowed: see keep_until_finalization() */
+                Py_DECREF(fs);
                 break;
             }
             case FIXUP_CODE:

@@ -32,8 +32,9 @@
 
 Py_ssize_t _PyCDS_SpecsFound = 0;
 
-/* Attribute and method names, interned once: the archive is used by the
-   main interpreter of one runtime only (see _PyCDS_ArchiveFini()). */
+/* Attribute and method names, interned (immortal) once: the archive is
+   used by the main interpreter of one runtime only, and not after it is
+   finalized (see _PyCDS_ArchiveFini()). */
 static struct {
     PyObject *path, *_path_mtime, *_path_cache, *_loaders, *_get_spec,
              *_bootstrap_external, *BuiltinImporter, *FrozenImporter,
@@ -42,6 +43,16 @@ static struct {
              *py;
 } str;
 
+static PyObject *
+intern_immortal(const char *s)
+{
+    PyObject *u = PyUnicode_FromString(s);
+    if (u != NULL) {
+        _PyUnicode_InternImmortal(_PyInterpreterState_GET(), &u);
+    }
+    return u;
+}
+
 static int
 init_strings(void)
 {
@@ -49,7 +60,7 @@ init_strings(void)
         return 0;
     }
 #define INTERN(NAME) \
-    if ((str.NAME = PyUnicode_InternFromString(#NAME)) == NULL) { \
+    if ((str.NAME = intern_immortal(#NAME)) == NULL) { \
         return -1; \
     }
     INTERN(path) INTERN(_path_mtime) INTERN(_path_cache) INTERN(_loaders)
@@ -58,10 +69,10 @@ init_strings(void)
     INTERN(SourceFileLoader) INTERN(is_builtin) INTERN(find_frozen)
     INTERN(meta_path) INTERN(path_importer_cache)
 #undef INTERN
-    if ((str.slash = PyUnicode_InternFromString("/")) == NULL) {
+    if ((str.slash = intern_immortal("/")) == NULL) {
         return -1;
     }
-    str.py = PyUnicode_InternFromString(".py");
+    str.py = intern_immortal(".py");
     return str.py == NULL ? -1 : 0;
 }
 
