@@ -2498,9 +2498,9 @@ _PyCDS_WriteStats(void)
     char line[256];
     int n = snprintf(line, sizeof(line),
                      "pid=%ld active=%d served=%zd stale=%zd missed=%zd "
-                     "rejected=%zd protected=%d\n", (long)getpid(),
-                     cds.state > 0, cds.served, cds.stale, cds.missed,
-                     cds.rejected, cds.protect);
+                     "rejected=%zd protected=%d specs_found=%zd\n",
+                     (long)getpid(), cds.state > 0, cds.served, cds.stale,
+                     cds.missed, cds.rejected, cds.protect, _PyCDS_SpecsFound);
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd >= 0) {
         /* one write() of less than PIPE_BUF bytes: lines never interleave */

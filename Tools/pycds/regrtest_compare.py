@@ -190,7 +190,7 @@ def main():
     rc_o, res_o, tot_o, t_o = run_regrtest(tests, extra, base_env(),
                                            os.path.join(logdir, 'regrtest-off.log'))
 
-    served = processes = active = protected = 0
+    served = processes = active = protected = specs = 0
     if os.path.exists(stats):
         with open(stats) as f:
             for line in f:
@@ -199,6 +199,7 @@ def main():
                 active += int(fields['active'])
                 served += int(fields['served'])
                 protected += int(fields.get('protected', 0))
+                specs += int(fields.get('specs_found', 0))
 
     def row(label, tot, res, elapsed):
         bad = sum(1 for s in res.values() if is_bad(s))
@@ -214,7 +215,8 @@ def main():
     print(row('share', tot_s, res_s, t_s))
     print()
     print(f'share mode: {processes} processes reported, {active} with the archive '
-          f'mapped, {served} modules served from the archive'
+          f'mapped, {served} modules served from the archive ({specs} found '
+          f'by the C search)'
           + (f', {protected} write-protected' if args.protect else ''))
 
     regressions = sorted(name for name, status in res_s.items()
