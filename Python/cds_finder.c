@@ -15,8 +15,9 @@
  * of date (the directory's mtime changed, or importlib.invalidate_caches()
  * was called), a directory of the module's name (a package or namespace
  * portion other than the archived one), a file another loader would load
- * first, -vv.  So the spec is always the one the normal search returns,
- * found without running Python code for most imports.
+ * first, a finder method replaced on its class (a mock), -vv.  So the spec
+ * is always the one the normal search returns, found without running
+ * Python code for most imports.
  */
 
 #include "Python.h"
@@ -40,7 +41,8 @@ static struct {
              *_bootstrap_external, *BuiltinImporter, *FrozenImporter,
              *PathFinder, *FileFinder, *SourceFileLoader, *is_builtin,
              *find_frozen, *meta_path, *path_importer_cache, *slash,
-             *py;
+             *py, *find_spec, *_path_importer_cache, *func_attr,
+             *bootstrap_file, *external_file;
 } str;
 
 static PyObject *
@@ -67,8 +69,18 @@ init_strings(void)
     INTERN(_get_spec) INTERN(_bootstrap_external) INTERN(BuiltinImporter)
     INTERN(FrozenImporter) INTERN(PathFinder) INTERN(FileFinder)
     INTERN(SourceFileLoader) INTERN(is_builtin) INTERN(find_frozen)
-    INTERN(meta_path) INTERN(path_importer_cache)
+    INTERN(meta_path) INTERN(path_importer_cache) INTERN(find_spec)
+    INTERN(_path_importer_cache)
 #undef INTERN
+    str.func_attr = intern_immortal("__func__");
+    str.bootstrap_file = intern_immortal("<frozen importlib._bootstrap>");
+    str.external_file = intern_immortal(
+        "<frozen importlib._bootstrap_external>");
+    if (str.func_attr == NULL || str.bootstrap_file == NULL
+        || str.external_file == NULL)
+    {
+        return -1;
+    }
     if ((str.slash = intern_immortal("/")) == NULL) {
         return -1;
     }
@@ -311,6 +323,35 @@ done:
     return result;
 }
 
+/* Whether the method 'name' of class 'cls' is importlib's own (not
+   replaced, e.g. by a test's mock): its code comes from 'file'. */
+static int
+is_importlib_method(PyObject *cls, PyObject *name, PyObject *file)
+{
+    PyObject *meth = _PyType_Lookup((PyTypeObject *)cls, name);  // borrowed
+    if (meth == NULL) {
+        return 0;
+    }
+    PyObject *func;
+    if (Py_IS_TYPE(meth, &PyClassMethod_Type)
+        || Py_IS_TYPE(meth, &PyStaticMethod_Type))
+    {
+        func = PyObject_GetAttr(meth, str.func_attr);
+        if (func == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    else {
+        func = Py_NewRef(meth);
+    }
+    int own = PyFunction_Check(func)
+              && PyUnicode_Compare(((PyCodeObject *)PyFunction_GET_CODE(func))
+                                   ->co_filename, file) == 0;
+    Py_DECREF(func);
+    return own;
+}
+
 /* The meta path finders before PathFinder decline the module:
    BuiltinImporter (_imp.is_builtin) and FrozenImporter (_imp.find_frozen,
    which honours -X frozen_modules). */
@@ -399,6 +440,26 @@ find_spec(PyObject *imp, PyObject *name, PyObject *path)
     if (!declined_by_builtin_and_frozen(imp, name)) {
         goto done;
     }
+    file_finder = PyObject_GetAttr(external, str.FileFinder);
+    source_loader = PyObject_GetAttr(external, str.SourceFileLoader);
+    if (file_finder == NULL || source_loader == NULL
+        || !PyType_Check(file_finder)
+        /* the methods the Python search runs are importlib's own */
+        || !is_importlib_method(PyList_GET_ITEM(meta_path, 0), str.find_spec,
+                                str.bootstrap_file)
+        || !is_importlib_method(PyList_GET_ITEM(meta_path, 1), str.find_spec,
+                                str.bootstrap_file)
+        || !is_importlib_method(PyList_GET_ITEM(meta_path, 2), str.find_spec,
+                                str.external_file)
+        || !is_importlib_method(PyList_GET_ITEM(meta_path, 2), str._get_spec,
+                                str.external_file)
+        || !is_importlib_method(PyList_GET_ITEM(meta_path, 2),
+                                str._path_importer_cache, str.external_file)
+        || !is_importlib_method(file_finder, str.find_spec,
+                                str.external_file))
+    {
+        goto done;
+    }
     /* PathFinder.find_spec(): path is sys.path or the parent's __path__ */
     search = (path == Py_None) ? sys_attr(interp, &_Py_ID(path))
                                : Py_NewRef(path);
@@ -408,11 +469,9 @@ find_spec(PyObject *imp, PyObject *name, PyObject *path)
     {
         goto done;
     }
-    file_finder = PyObject_GetAttr(external, str.FileFinder);
-    source_loader = PyObject_GetAttr(external, str.SourceFileLoader);
     Py_ssize_t dot = PyUnicode_FindChar(name, '.', 0,
                                         PyUnicode_GET_LENGTH(name), -1);
-    if (file_finder == NULL || source_loader == NULL || dot == -2) {
+    if (dot == -2) {
         goto done;
     }
     keys.tail = PyUnicode_Substring(name, dot + 1, PyUnicode_GET_LENGTH(name));

@@ -247,6 +247,25 @@ class FinderTests(unittest.TestCase):
         self.assertTrue(lines[0].endswith('meta'))
         self.assertEqual(found, [])
 
+    def test_finder_method_replaced(self):
+        # a wrapper installed on the class (as a mock would be) sees every
+        # search, as in a normal import
+        lines, found = self.run_both('''
+            import importlib.machinery as m
+            seen = []
+            orig = m.FileFinder.find_spec
+            def find_spec(self, fullname, target=None):
+                seen.append(fullname)
+                return orig(self, fullname, target)
+            sys.path[:0] = [EARLY, LIB]
+            import fpkg
+            m.FileFinder.find_spec = find_spec
+            import fmod, fpkg.sub
+            print(sorted(n for n in seen if n in WATCH))
+        ''')
+        self.assertEqual(lines[0], "['fmod', 'fmod', 'fpkg.sub']")
+        self.assertEqual(found, [])
+
     def test_path_hook_for_a_new_entry(self):
         lines, found = self.run_both('''
             import importlib.machinery as m
