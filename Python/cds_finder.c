@@ -207,6 +207,23 @@ join(PyObject *a, PyObject *b)
     return _PyUnicode_JoinArray(str.slash, items, 2);
 }
 
+/* A file the finder tries with its loader i: 0 if it is not a regular file
+   (the search goes on), 1 if it is a source file for SourceFileLoader (the
+   one loader the archive serves), -1 if another loader would load it or it
+   cannot be decided. */
+static int
+try_file(PyObject *file, PyObject *loaders, module_keys *keys, Py_ssize_t i,
+         PyObject *source_loader)
+{
+    int isfile = is_regular_file(file);
+    if (isfile == 0) {
+        return 0;
+    }
+    int source = PyTuple_GET_ITEM(PyList_GET_ITEM(loaders, i), 1) == source_loader
+                 && PyUnicode_Compare(keys->suffix[i], str.py) == 0;
+    return (isfile > 0 && source) ? 1 : -1;
+}
+
 /* FileFinder.find_spec() for one entry, as far as it can be decided from
    the directory cache.  On ENTRY_FOUND, *found is the file's path and
    *smsl the package's search locations (or None). */
@@ -235,76 +252,62 @@ search_entry(PyObject *finder, module_keys *keys, PyObject *source_loader,
     {
         goto done;
     }
-    r = PySet_Contains(cache, keys->tail);
-    if (r < 0) {
+    /* A directory of the module's name is a package if one of the loaders
+       finds its __init__ file; otherwise the loaders' files of the module
+       that the directory lists are tried, in the loaders' order. */
+    int package = PySet_Contains(cache, keys->tail);
+    if (package < 0) {
         goto done;
     }
-    if (r) {
-        /* A directory of the module's name: a package if one of the
-           loaders finds its __init__ file, in the loaders' order. */
+    if (package) {
         base = join(dirpath, keys->tail);
         if (base == NULL) {
             goto done;
         }
-        for (Py_ssize_t i = 0; i < keys->n; i++) {
-            PyObject *name = PyUnicode_Concat(&_Py_ID(__init__), keys->suffix[i]);
-            if (name == NULL) {
-                goto done;
-            }
-            file = join(base, name);
-            Py_DECREF(name);
-            if (file == NULL) {
-                goto done;
-            }
-            int isfile = is_regular_file(file);
-            if (isfile == 0) {
-                Py_CLEAR(file);
-                continue;
-            }
-            if (isfile > 0
-                && PyTuple_GET_ITEM(PyList_GET_ITEM(loaders, i), 1) == source_loader
-                && PyUnicode_Compare(keys->suffix[i], str.py) == 0)
-            {
-                *smsl = PyList_New(1);
-                if (*smsl != NULL) {
-                    PyList_SET_ITEM(*smsl, 0, Py_NewRef(base));
-                    *found = Py_NewRef(file);
-                    result = ENTRY_FOUND;
-                }
-            }
-            goto done;
-        }
-        /* no __init__ file: a namespace portion, or not a directory */
-        goto done;
     }
     for (Py_ssize_t i = 0; i < keys->n; i++) {
-        r = PySet_Contains(cache, keys->key[i]);
-        if (r < 0) {
-            goto done;
+        if (package) {
+            PyObject *init = PyUnicode_Concat(&_Py_ID(__init__),
+                                              keys->suffix[i]);
+            if (init == NULL) {
+                goto done;
+            }
+            file = join(base, init);
+            Py_DECREF(init);
         }
-        if (!r) {
-            continue;
+        else {
+            r = PySet_Contains(cache, keys->key[i]);
+            if (r <= 0) {
+                if (r < 0) {
+                    goto done;
+                }
+                continue;
+            }
+            file = join(dirpath, keys->key[i]);
         }
-        file = join(dirpath, keys->key[i]);
         if (file == NULL) {
             goto done;
         }
-        int isfile = is_regular_file(file);
-        if (isfile == 0) {
+        r = try_file(file, loaders, keys, i, source_loader);
+        if (r == 0) {
             Py_CLEAR(file);
             continue;
         }
-        if (isfile > 0
-            && PyTuple_GET_ITEM(PyList_GET_ITEM(loaders, i), 1) == source_loader
-            && PyUnicode_Compare(keys->suffix[i], str.py) == 0)
-        {
-            *smsl = Py_NewRef(Py_None);
-            *found = Py_NewRef(file);
-            result = ENTRY_FOUND;
+        if (r > 0) {
+            *smsl = package ? PyList_New(1) : Py_NewRef(Py_None);
+            if (*smsl != NULL) {
+                if (package) {
+                    PyList_SET_ITEM(*smsl, 0, Py_NewRef(base));
+                }
+                *found = Py_NewRef(file);
+                result = ENTRY_FOUND;
+            }
         }
         goto done;
     }
-    result = ENTRY_NOTHING;
+    /* a directory without an __init__ file (a namespace portion, or not a
+       directory) is left to Python; no file at all: the search goes on */
+    result = package ? ENTRY_UNDECIDED : ENTRY_NOTHING;
 
 done:
     if (PyErr_Occurred()) {
