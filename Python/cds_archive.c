@@ -1979,10 +1979,47 @@ populate_for_relocation(const cds_index_entry *e)
     }
 }
 
-/* Objects a fixup makes on the heap (frozensets) are owned by a list in
-   the interpreter's dict, and so released with it when the interpreter is
-   cleared at finalization, after its modules, as the constants of the code
-   objects of a .pyc are; the archive's slot borrows the reference. */
+#ifdef Py_DEBUG
+/* In a debug build, as CPython frees its immortal interned strings at
+   finalization there so that -X showrefcount can report no leak, what a
+   process allocated for archived objects is released when the interpreter
+   is cleared (its dict is, after its modules): the frozensets that fixups
+   made (the archive's slots borrow them from a list in the interpreter's
+   dict) and the caches of co_code etc. that archived code objects made on
+   the heap.  A release build keeps both until the process exits. */
+static void
+release_archived_caches(PyObject *capsule)
+{
+    if (cds.base == NULL) {
+        return;
+    }
+    const cds_fixup *all = (const cds_fixup *)(cds.base + cds.hdr->fixup_offset);
+    for (uint64_t i = 0; i < cds.hdr->module_count; i++) {
+        const cds_index_entry *e = &cds.index[i];
+        if (cds.mod_state[i] != MOD_READY) {
+            continue;
+        }
+        for (uint64_t k = 0; k < e->fixup_count; k++) {
+            const cds_fixup *f = &all[e->fixup_start + k];
+            if (f->kind != FIXUP_CODE) {
+                continue;
+            }
+            PyCodeObject *co = (PyCodeObject *)(cds.base + f->offset);
+            _PyCoCached *cached = co->_co_cached;
+            if (cached != NULL) {
+                co->_co_cached = NULL;
+                Py_XDECREF(cached->_co_code);
+                Py_XDECREF(cached->_co_cellvars);
+                Py_XDECREF(cached->_co_freevars);
+                Py_XDECREF(cached->_co_varnames);
+                PyMem_Free(cached);
+            }
+        }
+    }
+}
+
+/* Add 'obj' (or nothing, if NULL) to the list of what is released with
+   the interpreter, made with the capsule that releases the caches. */
 static int
 keep_until_finalization(PyInterpreterState *interp, PyObject *obj)
 {
@@ -1995,18 +2032,24 @@ keep_until_finalization(PyInterpreterState *interp, PyObject *obj)
         return -1;
     }
     if (list == NULL) {
+        PyObject *capsule = PyCapsule_New((void *)&cds, NULL,
+                                          release_archived_caches);
         list = PyList_New(0);
-        if (list == NULL
+        if (capsule == NULL || list == NULL
+            || PyList_Append(list, capsule) < 0
             || PyDict_SetItemString(dict, "_pycds_fixup_objects", list) < 0)
         {
+            Py_XDECREF(capsule);
             Py_XDECREF(list);
             return -1;
         }
+        Py_DECREF(capsule);
     }
-    int r = PyList_Append(list, obj);
+    int r = (obj == NULL) ? 0 : PyList_Append(list, obj);
     Py_DECREF(list);
     return r;
 }
+#endif
 
 /* Verify, relocate and fix up one module's objects, once per process. */
 static int
@@ -2118,6 +2161,11 @@ prepare_module(size_t i)
         cds.relocated++;
     }
     PyInterpreterState *interp = _PyInterpreterState_GET();
+#ifdef Py_DEBUG
+    if (keep_until_finalization(interp, NULL) < 0) {
+        PyErr_Clear();
+    }
+#endif
     PyObject *last_s = NULL, *last_t = NULL;
     for (uint64_t k = 0; k < e->fixup_count; k++) {
         PyObject **slot = (PyObject **)(base + fixups[k].offset);
@@ -2143,14 +2191,20 @@ prepare_module(size_t i)
             }
             case FIXUP_FROZENSET: {
                 PyObject *fs = PyFrozenSet_New(*slot);
-                if (fs == NULL || keep_until_finalization(interp, fs) < 0) {
-                    Py_XDECREF(fs);
+#ifdef Py_DEBUG
+                if (fs != NULL && keep_until_finalization(interp, fs) < 0) {
+                    Py_CLEAR(fs);
+                }
+#endif
+                if (fs == NULL) {
                     PyErr_Clear();
                     _PyCDS_Log(1, "module %s: cannot rebuild a frozenset", name);
                     goto done;
                 }
-                *slot = fs;      /* borrowed: see keep_until_finalization() */
-                Py_DECREF(fs);
+                *slot = fs;      /* owns the reference, never released */
+#ifdef Py_DEBUG
+                Py_DECREF(fs);   /* borrowed: see keep_until_finalization() */
+#endif
                 break;
             }
             case FIXUP_CODE:
