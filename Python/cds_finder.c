@@ -22,6 +22,7 @@
 
 #include "Python.h"
 #include "pycore_cds.h"
+#include "pycore_fileutils.h"     // _Py_stat()
 #include "pycore_global_objects.h" // _Py_ID()
 #include "pycore_import.h"        // _PyImport_AcquireLock()
 #include "pycore_pystate.h"       // _PyInterpreterState_GET()
@@ -95,30 +96,18 @@ typedef enum {
     ENTRY_UNDECIDED,    /* anything else: leave it to the Python search */
 } entry_result;
 
-/* stat() a str path as os.stat() does; -1 if it cannot be encoded */
-static int
-stat_path(PyObject *path, struct stat *st)
-{
-    PyObject *bytes = PyUnicode_EncodeFSDefault(path);
-    if (bytes == NULL) {
-        PyErr_Clear();
-        return -1;
-    }
-    int r = -1;
-    if ((size_t)PyBytes_GET_SIZE(bytes) == strlen(PyBytes_AS_STRING(bytes))) {
-        r = stat(PyBytes_AS_STRING(bytes), st) == 0 ? 0 : 1;
-    }
-    Py_DECREF(bytes);
-    return r;
-}
-
-/* _path_isfile(): 1 or 0, -1 if undecidable */
+/* _path_isfile(): 1 or 0, -1 if undecidable (a path that cannot be
+   encoded, which os.stat() would report with an exception) */
 static int
 is_regular_file(PyObject *path)
 {
     struct stat st;
-    int r = stat_path(path, &st);
-    return r < 0 ? -1 : (r == 0 && S_ISREG(st.st_mode));
+    int r = _Py_stat(path, &st);
+    if (r == -2) {
+        PyErr_Clear();
+        return -1;
+    }
+    return r == 0 && S_ISREG(st.st_mode);
 }
 
 /* Whether the FileFinder's directory cache is current, which is when its
@@ -128,7 +117,8 @@ static int
 cache_is_current(PyObject *finder, PyObject *dirpath)
 {
     struct stat st;
-    if (stat_path(dirpath, &st) != 0) {
+    if (_Py_stat(dirpath, &st) != 0) {
+        PyErr_Clear();
         return 0;
     }
     double mtime = st.st_mtim.tv_sec + 1e-9 * (unsigned long)st.st_mtim.tv_nsec;

@@ -434,7 +434,7 @@ def main():
                 'prepare_ms': info.get('prepare_seconds', 0) * 1000,
                 'served': info.get('served', 0),
             }
-            if args.callgrind and shutil.which('valgrind') and not wl.name.startswith('steady'):
+            if args.callgrind and shutil.which('valgrind'):
                 i_off = callgrind(args.python, off_args, workdir)
                 i_share = callgrind(args.python, share_args, workdir)
                 if i_off and i_share:
