@@ -3,7 +3,11 @@
  * The settings live in a process-wide structure rather than in PyConfig so
  * that PyConfig's layout (part of the embedding API) stays that of stock
  * CPython.  They are read during PyConfig_Read(), so that an invalid value
- * stops start-up the same way as other invalid options do.
+ * stops start-up the same way as other invalid options do.  Every
+ * -X cds* option and PYTHONCDS* variable is read here and nowhere else.
+ *
+ * Errors: an invalid value is a PyStatus error naming the option (start-up
+ * stops with exit status 1); logging never fails.
  */
 
 #include "Python.h"
@@ -15,7 +19,9 @@
 #include <strings.h>              // strcasecmp()
 #include <unistd.h>               // getcwd()
 
-static _PyCDS_Settings cds_settings = {_PyCDS_OFF, 0, NULL, NULL, "default", 0, 0};
+#define DEFAULT_SETTINGS {.mode = _PyCDS_OFF, .mode_source = "default"}
+
+static _PyCDS_Settings cds_settings = DEFAULT_SETTINGS;
 
 const _PyCDS_Settings *
 _PyCDS_GetSettings(void)
@@ -185,7 +191,7 @@ read_path(const PyConfig *config, const wchar_t *xname, const char *env1,
 PyStatus
 _PyCDS_ReadConfig(const PyConfig *config)
 {
-    _PyCDS_Settings s = {_PyCDS_OFF, 0, NULL, NULL, "default", 0, 0};
+    _PyCDS_Settings s = DEFAULT_SETTINGS;
     int present;
 
     /* testing aid: force the relocation path of SHARE */
@@ -296,9 +302,21 @@ _PyCDS_ReadConfig(const PyConfig *config)
         s.archive_path = absolute_path(_PyCDS_DEFAULT_ARCHIVE);
     }
 
+    /* testing aid: SHARE appends its counters to this file at exit */
+    const char *stats = get_env(config, "PYTHONCDSSTATS");
+    if (stats != NULL) {
+        s.stats_path = absolute_path(stats);
+        if (s.stats_path == NULL) {
+            PyMem_RawFree(s.list_path);
+            PyMem_RawFree(s.archive_path);
+            return _PyStatus_NO_MEMORY();
+        }
+    }
+
     /* The configuration may be read more than once: keep the latest. */
     PyMem_RawFree(cds_settings.list_path);
     PyMem_RawFree(cds_settings.archive_path);
+    PyMem_RawFree(cds_settings.stats_path);
     cds_settings = s;
     return _PyStatus_OK();
 }

@@ -18,6 +18,9 @@
  * first, a finder method replaced on its class (a mock), -vv.  So the spec
  * is always the one the normal search returns, found without running
  * Python code for most imports.
+ *
+ * Errors: none reach the caller: whatever fails returns None (with the
+ * exception cleared), and the normal search runs.
  */
 
 #include "Python.h"
@@ -27,6 +30,7 @@
 #include "pycore_import.h"        // _PyImport_AcquireLock()
 #include "pycore_pystate.h"       // _PyInterpreterState_GET()
 #include "pycore_unicodeobject.h" // _PyUnicode_JoinArray()
+#include "cds_internal.h"
 
 #include <sys/stat.h>
 #include <limits.h>               // PATH_MAX
@@ -36,7 +40,7 @@ Py_ssize_t _PyCDS_SpecsFound = 0;
 
 /* Attribute and method names, interned (immortal) once: the archive is
    used by the main interpreter of one runtime only, and not after it is
-   finalized (see _PyCDS_ArchiveFini()). */
+   finalized (see _PyCDS_ShareFini()). */
 static struct {
     PyObject *path, *_path_mtime, *_path_cache, *_loaders, *_get_spec,
              *_bootstrap_external, *BuiltinImporter, *FrozenImporter,
@@ -544,17 +548,9 @@ done:
 }
 
 PyObject *
-_PyCDS_imp_find_spec(PyObject *module, PyObject *const *args,
-                     Py_ssize_t nargs)
+_PyCDS_FindSpec(PyObject *imp, PyObject *name, PyObject *path)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError,
-                        "_cds_find_spec(name, path): expected 2 arguments");
-        return NULL;
-    }
-    PyObject *name = args[0];
-    if (_PyCDS_GetSettings()->mode != _PyCDS_SHARE
-        || !PyUnicode_CheckExact(name)
+    if (!PyUnicode_CheckExact(name)
         /* -vv: the Python finders report each path they try */
         || _PyInterpreterState_GetConfig(_PyInterpreterState_GET())->verbose > 1
         || !_PyCDS_ArchiveHasSource(name, NULL))
@@ -565,7 +561,7 @@ _PyCDS_imp_find_spec(PyObject *module, PyObject *const *args,
         PyErr_Clear();
         Py_RETURN_NONE;
     }
-    PyObject *spec = find_spec(module, name, args[1]);
+    PyObject *spec = find_spec(imp, name, path);
     if (spec == NULL) {
         Py_RETURN_NONE;
     }

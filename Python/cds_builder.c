@@ -1,0 +1,999 @@
+/* pycds: the object builder -- from module code objects to the laid-out
+ * archive image (the writer side of cds_format.h).
+ *
+ * DUMP (cds_dump.c) adds one module at a time; its code object and every
+ * constant it reaches are copied, in their in-memory form, into the region
+ * that matches what will write to them at run time (see R_STR in
+ * cds_format.h), with each pointer slot recorded.  Laying out then places
+ * the regions in the file, resolves the archive-internal pointers for the
+ * preferred address, makes the relocation and fixup records and the index
+ * with its checksums: everything but the file write (cds_filemap.c).  The
+ * object switch is write_object(), as marshal.c's w_object().
+ *
+ * Errors: functions return -1 with a Python exception set (MemoryError,
+ * or a TypeError naming a constant that cannot be archived); a module that
+ * fails leaves nothing of itself in the builder.
+ */
+
+#include "Python.h"
+#include "pycore_cds.h"
+#include "pycore_code.h"          // _PyCode_CODE()
+#include "pycore_gc.h"            // PyGC_Head
+#include "pycore_long.h"          // _PyLong_DigitCount()
+#include "pycore_object.h"        // _PyObject_VAR_SIZE()
+#include "marshal.h"              // PyMarshal_WriteObjectToString()
+#include "cds_internal.h"
+
+#include <errno.h>
+#include <sys/stat.h>
+
+/* DUMP only: the start-up strings, written first in R_STR (cds_dump.c) */
+#define R_SEED CDS_NREGIONS
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} buffer;
+
+static int
+buf_reserve(buffer *b, size_t extra)
+{
+    if (b->len + extra <= b->cap) {
+        return 0;
+    }
+    size_t cap = b->cap ? b->cap : 65536;
+    while (cap < b->len + extra) {
+        cap *= 2;
+    }
+    char *data = PyMem_RawRealloc(b->data, cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memset(data + b->cap, 0, cap - b->cap);
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+/* Allocate 'size' zeroed bytes aligned to CDS_ALIGN; returns the offset
+   or -1. */
+static Py_ssize_t
+buf_alloc(buffer *b, size_t size)
+{
+    size_t start = (b->len + CDS_ALIGN - 1) & ~(size_t)(CDS_ALIGN - 1);
+    if (buf_reserve(b, start - b->len + size) < 0) {
+        return -1;
+    }
+    memset(b->data + b->len, 0, start - b->len + size);
+    b->len = start + size;
+    return (Py_ssize_t)start;
+}
+
+static int
+buf_append(buffer *b, const void *data, size_t size)
+{
+    if (buf_reserve(b, size) < 0) {
+        return -1;
+    }
+    memcpy(b->data + b->len, data, size);
+    b->len += size;
+    return 0;
+}
+
+
+/* A pointer slot, by region and offset within the region. */
+typedef struct {
+    uint32_t region;
+    uint32_t kind;        /* RELOC_* for pointers, FIXUP_* for fixups */
+    uint64_t offset;
+    uint32_t target_region;
+    uint64_t target;      /* offset in target_region (RELOC_ARCHIVE) */
+} slot_rec;
+
+typedef struct {
+    slot_rec *items;
+    size_t len, cap;
+} slot_vec;
+
+static int
+slots_add(slot_vec *v, slot_rec rec)
+{
+    if (v->len == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 1024;
+        slot_rec *items = PyMem_RawRealloc(v->items, cap * sizeof(slot_rec));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        v->items = items;
+        v->cap = cap;
+    }
+    v->items[v->len++] = rec;
+    return 0;
+}
+
+typedef struct {
+    uint32_t kind;
+    PyObject *name;      /* str */
+    PyObject *path;      /* bytes (file system encoding) or NULL */
+    int64_t mtime_ns, size;
+    uint32_t code_region;
+    uint64_t code;
+    uint64_t start[CDS_NREGIONS], end[CDS_NREGIONS];
+    size_t ptr_start, ptr_end;       /* in writer.ptrs */
+    size_t fix_start, fix_end;       /* in writer.fixups */
+} module_rec;
+
+struct _PyCDS_Builder {
+    const _PyCDS_Image *image;          /* the interpreter image */
+    buffer region[CDS_NREGIONS + 1];    /* and R_SEED */
+    PyObject *strings;    /* interned str -> (offset << 3) | region, one
+                             per archive, in R_STR or R_SEED */
+    PyObject *startup;    /* set of the start-up strings, or NULL */
+    slot_vec ptrs;        /* pointer slots (relocations) */
+    slot_vec fixups;      /* fixups, in the order they must run */
+    slot_vec mod_interns, mod_frozensets, mod_codes;   /* per module */
+    module_rec *modules;
+    size_t nmodules, capmodules;
+    PyObject *memo;       /* id(obj) -> (region, offset), per module */
+    PyObject *keep;       /* objects made while dumping, kept alive */
+    Py_ssize_t objects;
+    uint32_t code_versions;   /* code objects given a co_version so far */
+};
+typedef struct _PyCDS_Builder writer;
+
+static int write_object(writer *w, PyObject *op, uint32_t *region,
+                        uint64_t *offset);
+
+/* Whether a slot pointing at 'op' gets a fixup (tuples holding one go to
+   R_TUP). */
+static int
+needs_fixup(writer *w, PyObject *op)
+{
+    if (_PyCDS_IsStaticObject(w->image, op)) {
+        return 0;
+    }
+    if (PyFrozenSet_CheckExact(op)) {
+        return 1;
+    }
+    return PyUnicode_CheckExact(op) && PyUnicode_CHECK_INTERNED(op);
+}
+
+/* Make the object at (region, offset) immortal and point its type at the
+   interpreter image. */
+static int
+init_header(writer *w, uint32_t region, uint64_t offset, PyObject *op)
+{
+    PyObject *copy = (PyObject *)(w->region[region].data + offset);
+    copy->ob_refcnt = _Py_IMMORTAL_REFCNT;
+    copy->ob_type = (PyTypeObject *)((uintptr_t)Py_TYPE(op) - w->image->bias);
+    w->objects++;
+    if (region == R_STR || region == R_SEED) {
+        /* shared by modules: the loader sets the type of each string when
+           it interns it, instead of a relocation record */
+        return 0;
+    }
+    slot_rec rec = {region, RELOC_IMAGE, offset + offsetof(PyObject, ob_type),
+                    0, 0};
+    return slots_add(&w->ptrs, rec);
+}
+
+/* Frozensets are archived as a tuple of their items in a deterministic
+   order (by marshal representation), rebuilt at load time: their hash
+   table depends on the process's hash seed. */
+static PyObject *
+frozenset_items(PyObject *fs)
+{
+    PyObject *items = PySequence_List(fs);
+    if (items == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    PyObject *keyed = PyList_New(n);
+    if (keyed == NULL) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        PyObject *key = PyMarshal_WriteObjectToString(item, Py_MARSHAL_VERSION);
+        if (key == NULL) {
+            Py_DECREF(items);
+            Py_DECREF(keyed);
+            return NULL;
+        }
+        PyObject *pair = PyTuple_Pack(2, key, item);
+        Py_DECREF(key);
+        if (pair == NULL) {
+            Py_DECREF(items);
+            Py_DECREF(keyed);
+            return NULL;
+        }
+        PyList_SET_ITEM(keyed, i, pair);
+    }
+    Py_DECREF(items);
+    if (PyList_Sort(keyed) < 0) {
+        Py_DECREF(keyed);
+        return NULL;
+    }
+    PyObject *result = PyTuple_New(n);
+    if (result != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *item = PyTuple_GET_ITEM(PyList_GET_ITEM(keyed, i), 1);
+            PyTuple_SET_ITEM(result, i, Py_NewRef(item));
+        }
+    }
+    Py_DECREF(keyed);
+    return result;
+}
+
+/* Fill the pointer slot at (region, offset) with a reference to 'target',
+   archiving the target first if needed. */
+static int
+put_ref(writer *w, uint32_t region, uint64_t offset, PyObject *target)
+{
+    if (target == NULL) {
+        return 0;    /* a NULL slot stays zero */
+    }
+    uint64_t *slot = (uint64_t *)(w->region[region].data + offset);
+    if (_PyCDS_IsStaticObject(w->image, target)) {
+        *slot = (uint64_t)((uintptr_t)target - w->image->bias);
+        slot_rec rec = {region, RELOC_IMAGE, offset, 0, 0};
+        return slots_add(&w->ptrs, rec);
+    }
+    int fixup = 0;
+    PyObject *archived = target;
+    if (PyFrozenSet_CheckExact(target)) {
+        archived = frozenset_items(target);
+        if (archived == NULL) {
+            return -1;
+        }
+        int err = PyList_Append(w->keep, archived);
+        Py_DECREF(archived);
+        if (err < 0) {
+            return -1;
+        }
+        fixup = FIXUP_FROZENSET;
+    }
+    else if (PyUnicode_CheckExact(target) && PyUnicode_CHECK_INTERNED(target)) {
+        fixup = FIXUP_INTERN;
+    }
+    uint32_t tregion;
+    uint64_t toffset;
+    if (write_object(w, archived, &tregion, &toffset) < 0) {
+        return -1;
+    }
+    /* write_object() may have grown (moved) the buffer: no 'slot' here */
+    slot_rec rec = {region, RELOC_ARCHIVE, offset, tregion, toffset};
+    if (slots_add(&w->ptrs, rec) < 0) {
+        return -1;
+    }
+    if (fixup == FIXUP_INTERN) {
+        slot_rec f = {region, FIXUP_INTERN, offset, tregion, toffset};
+        return slots_add(&w->mod_interns, f);
+    }
+    if (fixup == FIXUP_FROZENSET) {
+        slot_rec f = {region, FIXUP_FROZENSET, offset, 0, 0};
+        return slots_add(&w->mod_frozensets, f);
+    }
+    return 0;
+}
+
+static int
+memo_get(writer *w, PyObject *op, uint32_t *region, uint64_t *offset)
+{
+    PyObject *key = PyLong_FromVoidPtr(op);
+    if (key == NULL) {
+        return -1;
+    }
+    PyObject *value;
+    int found = PyDict_GetItemRef(w->memo, key, &value);
+    Py_DECREF(key);
+    if (found > 0) {
+        unsigned long long v = PyLong_AsUnsignedLongLong(value);
+        Py_DECREF(value);
+        *region = (uint32_t)(v & 7);
+        *offset = v >> 3;
+    }
+    return found;
+}
+
+static int
+memo_put(writer *w, PyObject *op, uint32_t region, uint64_t offset)
+{
+    PyObject *key = PyLong_FromVoidPtr(op);
+    PyObject *value = PyLong_FromUnsignedLongLong((offset << 3) | region);
+    int err = (key == NULL || value == NULL) ? -1
+              : PyDict_SetItem(w->memo, key, value);
+    Py_XDECREF(key);
+    Py_XDECREF(value);
+    return err;
+}
+
+/* Copy 'size' bytes of 'op' into a new object in 'region'. */
+static Py_ssize_t
+copy_object(writer *w, uint32_t region, PyObject *op, const void *src,
+            size_t size, size_t prefix)
+{
+    Py_ssize_t at = buf_alloc(&w->region[region], prefix + size);
+    if (at < 0) {
+        return -1;
+    }
+    uint64_t offset = (uint64_t)at + prefix;
+    memcpy(w->region[region].data + offset, src, size);
+    if (memo_put(w, op, region, offset) < 0
+        || init_header(w, region, offset, op) < 0)
+    {
+        return -1;
+    }
+    return (Py_ssize_t)offset;
+}
+
+/* A string: never cold, as hashing caches the hash in the string (and
+   unicode-keyed dicts rely on it), interning writes its state, and
+   PyUnicode_AsUTF8() caches a pointer in a non-ASCII one.  Interned ones
+   go to R_STR (R_SEED for start-up strings), once per archive. */
+static Py_ssize_t
+write_str(writer *w, PyObject *op, uint32_t *region)
+{
+    size_t header = PyUnicode_IS_ASCII(op) ? sizeof(PyASCIIObject)
+                                           : sizeof(PyCompactUnicodeObject);
+    size_t size = header + (PyUnicode_GET_LENGTH(op) + 1) * PyUnicode_KIND(op);
+    *region = R_WARM;
+    if (PyUnicode_CHECK_INTERNED(op)) {
+        int startup = w->startup ? PySet_Contains(w->startup, op) : 0;
+        if (startup < 0) {
+            return -1;
+        }
+        *region = startup ? R_SEED : R_STR;
+    }
+    Py_ssize_t at = copy_object(w, *region, op, op, size, 0);
+    if (at < 0) {
+        return -1;
+    }
+    PyASCIIObject *s = (PyASCIIObject *)(w->region[*region].data + at);
+    s->hash = -1;
+    /* rebuild the state word: its padding bits are not initialized in
+       the live object, and the archive must be reproducible */
+    memset((char *)s + offsetof(PyASCIIObject, state), 0,
+           sizeof(PyASCIIObject) - offsetof(PyASCIIObject, state));
+    s->state.interned = SSTATE_NOT_INTERNED;
+    s->state.kind = PyUnicode_KIND(op);
+    s->state.compact = 1;
+    s->state.ascii = PyUnicode_IS_ASCII(op);
+    s->state.statically_allocated = 1;   /* never freed */
+    if (!PyUnicode_IS_ASCII(op)) {
+        ((PyCompactUnicodeObject *)s)->utf8 = NULL;
+        ((PyCompactUnicodeObject *)s)->utf8_length = 0;
+    }
+    if (*region == R_STR || *region == R_SEED) {
+        PyObject *off = PyLong_FromUnsignedLongLong(
+            ((unsigned long long)at << 3) | *region);
+        if (off == NULL || PyDict_SetItem(w->strings, op, off) < 0) {
+            Py_XDECREF(off);
+            return -1;
+        }
+        Py_DECREF(off);
+    }
+    return at;
+}
+
+/* A tuple, preceded by an untracked, zeroed PyGC_Head; in R_TUP if a
+   fixup may write to one of its slots. */
+static Py_ssize_t
+write_tuple(writer *w, PyObject *op, uint32_t *region)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(op);
+    *region = R_COLD;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (needs_fixup(w, PyTuple_GET_ITEM(op, i))) {
+            *region = R_TUP;
+        }
+    }
+    size_t size = _PyObject_VAR_SIZE(&PyTuple_Type, n);
+    Py_ssize_t at = copy_object(w, *region, op, op, size, sizeof(PyGC_Head));
+    if (at < 0) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t slot = at + offsetof(PyTupleObject, ob_item)
+                        + i * sizeof(PyObject *);
+        if (put_ref(w, *region, slot, PyTuple_GET_ITEM(op, i)) < 0) {
+            return -1;
+        }
+    }
+    return at;
+}
+
+/* A code object, with its per-process state cleared and a co_version of
+   its own. */
+static Py_ssize_t
+write_code(writer *w, PyCodeObject *co, uint32_t *region)
+{
+    size_t size = _PyObject_VAR_SIZE(&PyCode_Type, Py_SIZE(co));
+    /* copy only the bytes in use: the allocation's tail is garbage */
+    size_t used = offsetof(PyCodeObject, co_code_adaptive)
+                  + Py_SIZE(co) * sizeof(_Py_CODEUNIT);
+    *region = R_CODE;
+    Py_ssize_t at = copy_object(w, *region, (PyObject *)co, co, used, 0);
+    if (at < 0 || buf_reserve(&w->region[*region], size - used) < 0) {
+        return -1;
+    }
+    memset(w->region[*region].data + at + used, 0, size - used);
+    w->region[*region].len = at + size;
+    PyCodeObject *copy = (PyCodeObject *)(w->region[*region].data + at);
+    /* the padding after _co_firsttraceable is not initialized */
+    size_t hole = offsetof(PyCodeObject, _co_firsttraceable) + sizeof(int);
+    memset((char *)copy + hole, 0, offsetof(PyCodeObject, co_extra) - hole);
+    /* per-process state, set lazily; the version is unique in the
+       archive and above any new code object's (see init_code()) */
+    if (w->code_versions >= UINT32_MAX - _PyCDS_CODE_VERSION_BASE) {
+        PyErr_SetString(PyExc_OverflowError, "too many code objects");
+        return -1;
+    }
+    copy->co_version = _PyCDS_CODE_VERSION_BASE + w->code_versions++;
+    copy->co_weakreflist = NULL;
+    copy->co_executors = NULL;
+    copy->_co_cached = NULL;
+    copy->_co_instrumentation_version = 0;
+    copy->_co_monitoring = NULL;
+    copy->co_extra = NULL;
+#define CODE_REF(field) \
+    if (put_ref(w, *region, at + offsetof(PyCodeObject, field), \
+                (PyObject *)co->field) < 0) { \
+        return -1; \
+    }
+    CODE_REF(co_consts)
+    CODE_REF(co_names)
+    CODE_REF(co_exceptiontable)
+    CODE_REF(co_localsplusnames)
+    CODE_REF(co_localspluskinds)
+    CODE_REF(co_filename)
+    CODE_REF(co_name)
+    CODE_REF(co_qualname)
+    CODE_REF(co_linetable)
+#undef CODE_REF
+    slot_rec f = {*region, FIXUP_CODE, (uint64_t)at, 0, 0};
+    if (slots_add(&w->mod_codes, f) < 0) {
+        return -1;
+    }
+    return at;
+}
+
+/* Archive 'op' (once per module: memoized) and return where it is. */
+static int
+write_object(writer *w, PyObject *op, uint32_t *region, uint64_t *offset)
+{
+    int found = memo_get(w, op, region, offset);
+    if (found != 0) {
+        return found < 0 ? -1 : 0;
+    }
+    Py_ssize_t at;
+    if (PyUnicode_CheckExact(op) && PyUnicode_CHECK_INTERNED(op)) {
+        /* interned strings are shared by all modules */
+        PyObject *known = PyDict_GetItemWithError(w->strings, op);
+        if (known != NULL) {
+            unsigned long long v = PyLong_AsUnsignedLongLong(known);
+            *region = (uint32_t)(v & 7);
+            *offset = v >> 3;
+            return memo_put(w, op, *region, *offset);
+        }
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+    }
+    if (PyUnicode_CheckExact(op)) {
+        at = write_str(w, op, region);
+    }
+    else if (PyBytes_CheckExact(op)) {
+        size_t size = offsetof(PyBytesObject, ob_sval) + PyBytes_GET_SIZE(op) + 1;
+        *region = R_COLD;
+        at = copy_object(w, *region, op, op, size, 0);
+        if (at >= 0) {
+_Py_COMP_DIAG_PUSH
+_Py_COMP_DIAG_IGNORE_DEPR_DECLS
+            ((PyBytesObject *)(w->region[*region].data + at))->ob_shash = -1;
+_Py_COMP_DIAG_POP
+        }
+    }
+    else if (PyLong_CheckExact(op)) {
+        Py_ssize_t ndigits = _PyLong_DigitCount((PyLongObject *)op);
+        size_t size = offsetof(PyLongObject, long_value.ob_digit)
+                      + sizeof(digit) * (ndigits ? ndigits : 1);
+        *region = R_COLD;
+        at = copy_object(w, *region, op, op, size, 0);
+    }
+    else if (PyFloat_CheckExact(op)) {
+        *region = R_COLD;
+        at = copy_object(w, *region, op, op, sizeof(PyFloatObject), 0);
+    }
+    else if (PyComplex_CheckExact(op)) {
+        *region = R_COLD;
+        at = copy_object(w, *region, op, op, sizeof(PyComplexObject), 0);
+    }
+    else if (PyTuple_CheckExact(op)) {
+        at = write_tuple(w, op, region);
+    }
+    else if (PyCode_Check(op)) {
+        at = write_code(w, (PyCodeObject *)op, region);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "a constant of type %s cannot be archived",
+                     Py_TYPE(op)->tp_name);
+        return -1;
+    }
+    if (at < 0) {
+        return -1;
+    }
+    *offset = (uint64_t)at;
+    return 0;
+}
+
+static int
+compare_intern_fixups(const void *a, const void *b)
+{
+    const slot_rec *x = a, *y = b;
+    /* by target string, then by slot: deterministic */
+    if (x->target_region != y->target_region) {
+        return x->target_region < y->target_region ? -1 : 1;
+    }
+    if (x->target != y->target) {
+        return x->target < y->target ? -1 : 1;
+    }
+    if (x->region != y->region) {
+        return x->region < y->region ? -1 : 1;
+    }
+    return x->offset < y->offset ? -1 : (x->offset > y->offset);
+}
+
+/* Remove the code fixups of the copied code objects: their archived
+   originals are never used, so no code watcher hears of them. */
+static int
+drop_copied_bodies(writer *w, PyCodeObject *co)
+{
+    uint32_t region;
+    uint64_t offset;
+    if (memo_get(w, (PyObject *)co, &region, &offset) <= 0) {
+        return -1;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < w->mod_codes.len; i++) {
+        slot_rec *r = &w->mod_codes.items[i];
+        if (!(r->region == region && r->offset == offset)) {
+            w->mod_codes.items[kept++] = *r;
+        }
+    }
+    w->mod_codes.len = kept;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
+        PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);
+        if (_PyCDS_IsClassBody(c) && drop_copied_bodies(w, (PyCodeObject *)c) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* --- the builder's interface ------------------------------------------ */
+
+_PyCDS_Builder *
+_PyCDS_BuilderNew(PyObject *startup_strings)
+{
+    writer *w = PyMem_RawCalloc(1, sizeof(writer));
+    if (w == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    w->image = _PyCDS_GetImage();
+    w->memo = PyDict_New();
+    w->strings = PyDict_New();
+    w->keep = PyList_New(0);
+    if (w->memo == NULL || w->strings == NULL || w->keep == NULL
+        || (startup_strings != NULL
+            && (w->startup = PySet_New(startup_strings)) == NULL))
+    {
+        _PyCDS_BuilderFree(w);
+        return NULL;
+    }
+    return w;
+}
+
+void
+_PyCDS_BuilderFree(_PyCDS_Builder *w)
+{
+    if (w == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < w->nmodules; i++) {
+        Py_XDECREF(w->modules[i].name);
+        Py_XDECREF(w->modules[i].path);
+    }
+    PyMem_RawFree(w->modules);
+    for (int r = 0; r < CDS_NREGIONS + 1; r++) {
+        PyMem_RawFree(w->region[r].data);
+    }
+    Py_XDECREF(w->strings);
+    Py_XDECREF(w->startup);
+    PyMem_RawFree(w->ptrs.items);
+    PyMem_RawFree(w->fixups.items);
+    PyMem_RawFree(w->mod_interns.items);
+    PyMem_RawFree(w->mod_frozensets.items);
+    PyMem_RawFree(w->mod_codes.items);
+    Py_XDECREF(w->memo);
+    Py_XDECREF(w->keep);
+    PyMem_RawFree(w);
+}
+
+Py_ssize_t
+_PyCDS_BuilderObjects(const _PyCDS_Builder *w)
+{
+    return w->objects;
+}
+
+/* Whether source module 'name' from 'path' (bytes) was added already. */
+int
+_PyCDS_BuilderHasSource(const _PyCDS_Builder *w, PyObject *name,
+                        PyObject *path)
+{
+    for (size_t i = 0; i < w->nmodules; i++) {
+        const module_rec *m = &w->modules[i];
+        if (m->kind == KIND_SOURCE && m->path
+            && PyUnicode_Compare(m->name, name) == 0
+            && strcmp(PyBytes_AS_STRING(m->path),
+                      PyBytes_AS_STRING(path)) == 0)
+        {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Append this module's fixups in the order they must run: interning,
+   frozensets (whose items may be interned strings), then the code
+   objects; interning fixups grouped by string, so that the loader interns
+   each string once. */
+static int
+commit_fixups(writer *w)
+{
+    qsort(w->mod_interns.items, w->mod_interns.len, sizeof(slot_rec),
+          compare_intern_fixups);
+    slot_vec *parts[3] = {&w->mod_interns, &w->mod_frozensets, &w->mod_codes};
+    for (int i = 0; i < 3; i++) {
+        for (size_t j = 0; j < parts[i]->len; j++) {
+            if (slots_add(&w->fixups, parts[i]->items[j]) < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Archive one module's code object; on failure nothing of it remains. */
+int
+_PyCDS_BuilderAddModule(_PyCDS_Builder *w, int kind, PyObject *name,
+                        PyObject *path, const struct stat *st, PyObject *code)
+{
+    size_t len0[CDS_NREGIONS];
+    for (int r = 0; r < CDS_NREGIONS; r++) {
+        len0[r] = w->region[r].len;
+    }
+    size_t ptrs0 = w->ptrs.len, fix0 = w->fixups.len;
+    Py_ssize_t objects0 = w->objects;
+    uint32_t versions0 = w->code_versions;
+    w->mod_interns.len = w->mod_frozensets.len = w->mod_codes.len = 0;
+    PyDict_Clear(w->memo);
+
+    uint32_t region;
+    uint64_t offset;
+    if (write_object(w, code, &region, &offset) < 0) {
+        goto error;
+    }
+    if (PyCode_Check(code) && drop_copied_bodies(w, (PyCodeObject *)code) < 0) {
+        goto error;
+    }
+    if (commit_fixups(w) < 0) {
+        goto error;
+    }
+    if (w->nmodules == w->capmodules) {
+        size_t cap = w->capmodules ? w->capmodules * 2 : 256;
+        module_rec *m = PyMem_RawRealloc(w->modules, cap * sizeof(module_rec));
+        if (m == NULL) {
+            PyErr_NoMemory();
+            goto error;
+        }
+        w->modules = m;
+        w->capmodules = cap;
+    }
+    module_rec *m = &w->modules[w->nmodules++];
+    memset(m, 0, sizeof(*m));
+    m->kind = (uint32_t)kind;
+    m->name = Py_NewRef(name);
+    m->path = Py_XNewRef(path);
+    if (st != NULL) {
+        m->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+        m->size = (int64_t)st->st_size;
+    }
+    m->code_region = region;
+    m->code = offset;
+    for (int r = 0; r < CDS_NREGIONS; r++) {
+        m->start[r] = len0[r];
+        m->end[r] = w->region[r].len;
+    }
+    m->ptr_start = ptrs0;
+    m->ptr_end = w->ptrs.len;
+    m->fix_start = fix0;
+    m->fix_end = w->fixups.len;
+    return 0;
+
+error:
+    /* strings it added to R_STR stay: complete objects other modules may
+       share */
+    for (int r = R_STR + 1; r < CDS_NREGIONS; r++) {
+        w->region[r].len = len0[r];
+    }
+    w->ptrs.len = ptrs0;
+    w->fixups.len = fix0;
+    w->objects = objects0;
+    w->code_versions = versions0;
+    return -1;
+}
+
+
+/* --- laying out ---------------------------------------------------------- */
+
+/* Index order: by kind, name, path (SHARE looks entries up by bisection). */
+static int
+compare_modules(const void *a, const void *b)
+{
+    const module_rec *x = *(const module_rec * const *)a;
+    const module_rec *y = *(const module_rec * const *)b;
+    if (x->kind != y->kind) {
+        return x->kind < y->kind ? -1 : 1;
+    }
+    int c = strcmp(PyUnicode_AsUTF8(x->name), PyUnicode_AsUTF8(y->name));
+    if (c != 0) {
+        return c;
+    }
+    const char *px = x->path ? PyBytes_AS_STRING(x->path) : "";
+    const char *py = y->path ? PyBytes_AS_STRING(y->path) : "";
+    return strcmp(px, py);
+}
+
+static uint64_t
+page_align(uint64_t n)
+{
+    return (n + CDS_PAGE - 1) & ~(uint64_t)(CDS_PAGE - 1);
+}
+
+static uint64_t
+align16(uint64_t n)
+{
+    return (n + CDS_ALIGN - 1) & ~(uint64_t)(CDS_ALIGN - 1);
+}
+
+/* The string table: names and paths, in index order. */
+static int
+build_strtab(module_rec **order, size_t n, cds_index_entry *index,
+             buffer *strtab)
+{
+    for (size_t i = 0; i < n; i++) {
+        module_rec *m = order[i];
+        Py_ssize_t len;
+        const char *s = PyUnicode_AsUTF8AndSize(m->name, &len);
+        if (s == NULL) {
+            return -1;
+        }
+        index[i].kind = m->kind;
+        index[i].name_off = strtab->len;
+        index[i].name_len = (uint32_t)len;
+        if (buf_append(strtab, s, len + 1) < 0) {
+            return -1;
+        }
+        if (m->path != NULL) {
+            index[i].path_off = strtab->len;
+            index[i].path_len = PyBytes_GET_SIZE(m->path);
+            if (buf_append(strtab, PyBytes_AS_STRING(m->path),
+                           PyBytes_GET_SIZE(m->path) + 1) < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Place the tables and regions in the file: fills the header's offsets
+   and sizes, and region_base[] (the file offset of each builder region;
+   R_STR holds the seed, padded to 16 bytes, then the other strings). */
+static void
+place_regions(writer *w, cds_header *h, size_t n, size_t strtab_len,
+              uint64_t region_base[CDS_NREGIONS + 1])
+{
+    uint64_t seed_pad = align16(w->region[R_SEED].len);
+    h->preferred_base = CDS_PREFERRED_BASE;
+    h->index_offset = CDS_PAGE;
+    h->module_count = n;
+    h->strtab_offset = h->index_offset + n * sizeof(cds_index_entry);
+    h->strtab_size = strtab_len;
+    h->reloc_offset = align16(h->strtab_offset + h->strtab_size);
+    h->reloc_count = w->ptrs.len;
+    h->fixup_offset = h->reloc_offset + 8 * h->reloc_count;
+    h->fixup_count = w->fixups.len;
+    uint64_t at = h->fixup_offset + sizeof(cds_fixup) * h->fixup_count;
+    for (int r = 0; r < CDS_NREGIONS; r++) {
+        h->region_offset[r] = page_align(at);
+        h->region_size[r] = w->region[r].len + (r == R_STR ? seed_pad : 0);
+        at = h->region_offset[r] + h->region_size[r];
+    }
+    h->file_size = page_align(at);
+    h->seed_size = w->region[R_SEED].len;
+    for (int r = 0; r < CDS_NREGIONS; r++) {
+        region_base[r] = h->region_offset[r];
+    }
+    region_base[R_SEED] = h->region_offset[R_STR];
+    region_base[R_STR] += seed_pad;
+}
+
+/* Resolve archive-internal pointers for the preferred address, and make
+   the relocation and fixup records. */
+static void
+resolve_pointers(writer *w, const uint64_t region_base[CDS_NREGIONS + 1],
+                 uint64_t *relocs, cds_fixup *fixups)
+{
+    for (size_t i = 0; i < w->ptrs.len; i++) {
+        slot_rec *r = &w->ptrs.items[i];
+        uint64_t file_off = region_base[r->region] + r->offset;
+        if (r->kind == RELOC_ARCHIVE) {
+            uint64_t value = CDS_PREFERRED_BASE + region_base[r->target_region]
+                             + r->target;
+            memcpy(w->region[r->region].data + r->offset, &value, 8);
+        }
+        relocs[i] = file_off | r->kind;
+    }
+    for (size_t i = 0; i < w->fixups.len; i++) {
+        slot_rec *r = &w->fixups.items[i];
+        fixups[i].offset = region_base[r->region] + r->offset;
+        fixups[i].kind = r->kind;
+    }
+}
+
+/* A module's checksum: its objects, its fixups, and the contents of the
+   shared strings it interns, once per run of fixups of the same string
+   (the order in which SHARE verifies them). */
+static uint64_t
+module_checksum(writer *w, const module_rec *m, const cds_fixup *fixups,
+                const cds_index_entry *e)
+{
+    uint64_t c = 0;
+    for (int r = 1; r < CDS_NREGIONS; r++) {
+        c = _PyCDS_Checksum(c, w->region[r].data + m->start[r],
+                            m->end[r] - m->start[r]);
+    }
+    c = _PyCDS_Checksum(c, fixups + e->fixup_start,
+                        sizeof(cds_fixup) * e->fixup_count);
+    const slot_rec *prev = NULL;
+    for (size_t k = m->fix_start; k < m->fix_end; k++) {
+        slot_rec *r = &w->fixups.items[k];
+        if (r->kind == FIXUP_INTERN
+            && (prev == NULL || prev->target != r->target
+                || prev->target_region != r->target_region))
+        {
+            c = _PyCDS_StringDigest(c, (const PyASCIIObject *)
+                                    (w->region[r->target_region].data + r->target));
+            prev = r;
+        }
+    }
+    return c;
+}
+
+/* The per-module index entries, with their checksums. */
+static void
+fill_index(writer *w, module_rec **order, size_t n, const cds_header *h,
+           const uint64_t region_base[CDS_NREGIONS + 1],
+           cds_index_entry *index, const uint64_t *relocs,
+           const cds_fixup *fixups)
+{
+    for (size_t i = 0; i < n; i++) {
+        module_rec *m = order[i];
+        cds_index_entry *e = &index[i];
+        e->mtime_ns = m->mtime_ns;
+        e->size = m->size;
+        e->code = region_base[m->code_region] + m->code;
+        for (int r = 0; r < CDS_NRANGES; r++) {
+            e->range[r][0] = h->region_offset[r + 1] + m->start[r + 1];
+            e->range[r][1] = h->region_offset[r + 1] + m->end[r + 1];
+        }
+        e->reloc_start = m->ptr_start;
+        e->reloc_count = m->ptr_end - m->ptr_start;
+        e->fixup_start = m->fix_start;
+        e->fixup_count = m->fix_end - m->fix_start;
+        e->reloc_checksum = _PyCDS_Checksum(0, relocs + e->reloc_start,
+                                            8 * e->reloc_count);
+        e->checksum = module_checksum(w, m, fixups, e);
+    }
+}
+
+static void
+add_piece(_PyCDS_Layout *lay, uint64_t offset, const void *data, uint64_t len)
+{
+    assert(lay->npieces < CDS_MAX_PIECES);
+    lay->piece[lay->npieces].offset = offset;
+    lay->piece[lay->npieces].data = data ? data : "";
+    lay->piece[lay->npieces].len = len;
+    lay->npieces++;
+}
+
+int
+_PyCDS_BuilderLayout(_PyCDS_Builder *w, _PyCDS_Layout *lay)
+{
+    size_t n = w->nmodules;
+    memset(lay, 0, sizeof(*lay));
+    module_rec **order = PyMem_RawMalloc((n ? n : 1) * sizeof(module_rec *));
+    buffer strtab = {NULL, 0, 0};
+    lay->index = PyMem_RawCalloc(n ? n : 1, sizeof(cds_index_entry));
+    lay->relocs = PyMem_RawMalloc((w->ptrs.len ? w->ptrs.len : 1) * 8);
+    lay->fixups = PyMem_RawMalloc((w->fixups.len ? w->fixups.len : 1)
+                                  * sizeof(cds_fixup));
+    if (order == NULL || lay->index == NULL || lay->relocs == NULL
+        || lay->fixups == NULL)
+    {
+        PyErr_NoMemory();
+        goto error;
+    }
+    for (size_t i = 0; i < n; i++) {
+        order[i] = &w->modules[i];
+    }
+    qsort(order, n, sizeof(module_rec *), compare_modules);
+    if (build_strtab(order, n, lay->index, &strtab) < 0) {
+        goto error;
+    }
+    lay->strtab = strtab.data;
+
+    cds_header *h = &lay->header;
+    memcpy(h->magic, CDS_MAGIC, 8);
+    h->format_version = CDS_FORMAT_VERSION;
+    h->header_size = sizeof(cds_header);
+    _PyCDS_Fingerprint(h->fingerprint);
+    uint64_t region_base[CDS_NREGIONS + 1];
+    place_regions(w, h, n, strtab.len, region_base);
+    h->seed_checksum = _PyCDS_Checksum(0, w->region[R_SEED].data
+                                          ? w->region[R_SEED].data : "",
+                                       h->seed_size);
+    h->optimize = _Py_GetConfig()->optimization_level;
+    resolve_pointers(w, region_base, lay->relocs, lay->fixups);
+    fill_index(w, order, n, h, region_base, lay->index, lay->relocs,
+               lay->fixups);
+    h->index_checksum = _PyCDS_Checksum(
+        _PyCDS_Checksum(0, lay->index, n * sizeof(cds_index_entry)),
+        strtab.data ? strtab.data : "", strtab.len);
+    h->header_checksum = _PyCDS_Checksum(0, h, sizeof(*h));
+
+    /* what the file holds, in order; the gaps are zeros */
+    add_piece(lay, 0, h, sizeof(*h));
+    add_piece(lay, h->index_offset, lay->index, n * sizeof(cds_index_entry));
+    add_piece(lay, h->strtab_offset, strtab.data, strtab.len);
+    add_piece(lay, h->reloc_offset, lay->relocs, 8 * h->reloc_count);
+    add_piece(lay, h->fixup_offset, lay->fixups,
+              sizeof(cds_fixup) * h->fixup_count);
+    add_piece(lay, region_base[R_SEED], w->region[R_SEED].data, h->seed_size);
+    for (int r = 0; r < CDS_NREGIONS; r++) {
+        add_piece(lay, region_base[r], w->region[r].data, w->region[r].len);
+    }
+    PyMem_RawFree(order);
+    return 0;
+
+error:
+    PyMem_RawFree(order);
+    PyMem_RawFree(strtab.data);
+    _PyCDS_LayoutClear(lay);
+    return -1;
+}
+
+void
+_PyCDS_LayoutClear(_PyCDS_Layout *lay)
+{
+    PyMem_RawFree(lay->index);
+    PyMem_RawFree(lay->strtab);
+    PyMem_RawFree(lay->relocs);
+    PyMem_RawFree(lay->fixups);
+    memset(lay, 0, sizeof(*lay));
+}

@@ -1,0 +1,259 @@
+/* pycds: the archive file -- write a laid-out archive, open, validate and
+ * map one.
+ *
+ * Writing: the layout made by the builder (cds_builder.c) goes to a
+ * temporary file (cds_fileio.c); the "complete" marker of the header is
+ * written last, after everything else is on disk, then the file replaces
+ * the old archive.
+ *
+ * Reading: nothing of the file is used before the header is validated
+ * (magic, version, complete marker, checksum, the build fingerprint, -O
+ * level, size, and every table and region within the file, in order), and
+ * nothing of the index before its checksum and its entries' bounds are.
+ * What the index entries point at is checked per module when the module is
+ * prepared (cds_share.c).
+ *
+ * Errors: writing returns -1 with errno set; mapping returns NULL on
+ * success and otherwise the reason the archive is not used (a constant
+ * string).  Neither raises.
+ */
+
+#include "Python.h"
+#include "pycore_cds.h"
+#include "pycore_pystate.h"       // _Py_GetConfig()
+#include "cds_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* --- writing ------------------------------------------------------------- */
+
+static int
+write_zeros(int fd, uint64_t n)
+{
+    static const char zeros[CDS_PAGE] = {0};
+    while (n > 0) {
+        size_t k = n < CDS_PAGE ? (size_t)n : CDS_PAGE;
+        if (_PyCDS_WriteAll(fd, zeros, k) < 0) {
+            return -1;
+        }
+        n -= k;
+    }
+    return 0;
+}
+
+int
+_PyCDS_WriteArchiveFile(const char *path, const _PyCDS_Layout *lay)
+{
+    _PyCDS_TempFile t;
+    if (_PyCDS_TempFileOpen(&t, path) < 0) {
+        return -1;
+    }
+    uint64_t pos = 0;
+    for (int i = 0; i < lay->npieces; i++) {
+        assert(lay->piece[i].offset >= pos);
+        if (write_zeros(t.fd, lay->piece[i].offset - pos) < 0
+            || _PyCDS_WriteAll(t.fd, lay->piece[i].data,
+                               lay->piece[i].len) < 0)
+        {
+            goto error;
+        }
+        pos = lay->piece[i].offset + lay->piece[i].len;
+    }
+    if (write_zeros(t.fd, lay->header.file_size - pos) < 0
+        || fsync(t.fd) < 0)
+    {
+        goto error;
+    }
+    /* the marker last: a file without it was never finished */
+    uint64_t complete = CDS_COMPLETE;
+    if (pwrite(t.fd, &complete, 8, offsetof(cds_header, complete)) != 8) {
+        goto error;
+    }
+    return _PyCDS_TempFileCommit(&t);
+
+error:
+    _PyCDS_TempFileAbort(&t);
+    return -1;
+}
+
+/* --- validating ---------------------------------------------------------- */
+
+/* The regions follow the fixups in order, page-aligned, within the file. */
+static int
+regions_ok(const cds_header *h, uint64_t size)
+{
+    uint64_t at = h->fixup_offset + sizeof(cds_fixup) * h->fixup_count;
+    for (int r = 0; r < CDS_NREGIONS; r++) {
+        if (h->region_offset[r] < at || h->region_offset[r] % CDS_PAGE != 0
+            || h->region_offset[r] > size
+            || h->region_size[r] > size - h->region_offset[r])
+        {
+            return 0;
+        }
+        at = h->region_offset[r] + h->region_size[r];
+    }
+    return h->seed_size <= h->region_size[R_STR];
+}
+
+/* Why the header 'h' of a file of 'file_size' bytes cannot be used, or
+   NULL if it can. */
+static const char *
+check_header(const cds_header *h, uint64_t file_size)
+{
+    if (memcmp(h->magic, CDS_MAGIC, 8) != 0) {
+        return "not a pycds archive (bad magic)";
+    }
+    if (h->format_version != CDS_FORMAT_VERSION
+        || h->header_size != sizeof(cds_header))
+    {
+        return "unsupported archive format version";
+    }
+    if (h->complete != CDS_COMPLETE) {
+        return "incomplete archive (the dump did not finish)";
+    }
+    cds_header copy = *h;
+    copy.header_checksum = 0;
+    copy.complete = 0;
+    if (_PyCDS_Checksum(0, &copy, sizeof(copy)) != h->header_checksum) {
+        return "header checksum mismatch (corrupt archive)";
+    }
+    uint8_t fp[32];
+    _PyCDS_Fingerprint(fp);
+    if (memcmp(fp, h->fingerprint, 32) != 0) {
+        return "made by a different interpreter build";
+    }
+    if (h->optimize != _Py_GetConfig()->optimization_level) {
+        return "made with a different optimization level (-O)";
+    }
+    if (file_size != h->file_size) {
+        return "file size does not match the header (truncated?)";
+    }
+    /* every region within the file, in order, aligned */
+    uint64_t size = h->file_size;
+    if (h->module_count > size / sizeof(cds_index_entry)
+        || h->index_offset != CDS_PAGE
+        || h->strtab_offset != h->index_offset
+                               + h->module_count * sizeof(cds_index_entry)
+        || h->strtab_offset + h->strtab_size > size
+        || h->reloc_count > size / 8 || h->fixup_count > size / sizeof(cds_fixup)
+        || h->reloc_offset < h->strtab_offset + h->strtab_size
+        || h->reloc_offset % 8 != 0
+        || h->fixup_offset != h->reloc_offset + 8 * h->reloc_count
+        || !regions_ok(h, size)
+        || h->preferred_base % CDS_PAGE != 0)
+    {
+        return "inconsistent region offsets (corrupt archive)";
+    }
+    return NULL;
+}
+
+/* Why the mapped index cannot be used, or NULL if it can. */
+static const char *
+check_index(const char *base, const cds_header *h)
+{
+    const cds_index_entry *index = (const cds_index_entry *)(base + h->index_offset);
+    uint64_t c = _PyCDS_Checksum(0, index,
+                                 h->module_count * sizeof(cds_index_entry));
+    if (_PyCDS_Checksum(c, base + h->strtab_offset, h->strtab_size)
+        != h->index_checksum)
+    {
+        return "index checksum mismatch (corrupt archive)";
+    }
+    for (uint64_t i = 0; i < h->module_count; i++) {
+        const cds_index_entry *e = &index[i];
+        if (e->name_off > h->strtab_size
+            || e->name_len > h->strtab_size - e->name_off
+            || e->path_off > h->strtab_size
+            || e->path_len > h->strtab_size - e->path_off
+            || (e->kind != KIND_SOURCE && e->kind != KIND_FROZEN))
+        {
+            return "bad index entry (corrupt archive)";
+        }
+    }
+    return NULL;
+}
+
+/* --- mapping ------------------------------------------------------------- */
+
+/* Map the whole file privately at 'want' if possible, else anywhere. */
+static char *
+map_file(int fd, uint64_t size, void *want)
+{
+    int flags = MAP_PRIVATE;
+#ifdef MAP_FIXED_NOREPLACE
+    if (want != NULL) {
+        flags |= MAP_FIXED_NOREPLACE;
+    }
+#endif
+    char *base = mmap(want, size, PROT_READ | PROT_WRITE, flags, fd, 0);
+#ifdef MAP_FIXED_NOREPLACE
+    if (base == MAP_FAILED && errno == EEXIST) {
+        base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    }
+#endif
+    return base == MAP_FAILED ? NULL : base;
+}
+
+const char *
+_PyCDS_MapArchive(const char *path, int anywhere, _PyCDS_Map *map)
+{
+    const _PyCDS_Image *image = _PyCDS_GetImage();
+    if (!image->found) {
+        return "cannot locate the interpreter image";
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return errno == ENOENT ? "no such file" : "cannot open the file";
+    }
+    struct stat st;
+    cds_header h;
+    const char *reason = NULL;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        reason = "not a regular file";
+    }
+    else if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
+        reason = "truncated header";
+    }
+    else {
+        reason = check_header(&h, (uint64_t)st.st_size);
+    }
+    if (reason != NULL) {
+        close(fd);
+        return reason;
+    }
+    /* -X cds_relocate: let the kernel choose, as when the preferred
+       address is taken */
+    char *base = map_file(fd, h.file_size,
+                          anywhere ? NULL : (void *)(uintptr_t)h.preferred_base);
+    close(fd);
+    if (base == NULL) {
+        return "cannot map the file";
+    }
+    reason = check_index(base, &h);
+    if (reason != NULL) {
+        munmap(base, h.file_size);
+        return reason;
+    }
+    map->base = base;
+    map->size = h.file_size;
+    map->hdr = (const cds_header *)base;
+    map->index = (const cds_index_entry *)(base + h.index_offset);
+    map->strtab = base + h.strtab_offset;
+    map->archive_delta = (intptr_t)((uintptr_t)base - h.preferred_base);
+    map->image_delta = (intptr_t)image->bias;
+    map->path = path;
+    return NULL;
+}
+
+void
+_PyCDS_UnmapArchive(_PyCDS_Map *map)
+{
+    if (map->base != NULL) {
+        munmap(map->base, map->size);
+    }
+    memset(map, 0, sizeof(*map));
+}

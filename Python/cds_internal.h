@@ -1,0 +1,184 @@
+/* pycds: what our files call in each other (upstream CPython calls only
+ * what Include/internal/pycore_cds.h declares).
+ *
+ * The calls point one way, from the entry points down:
+ *
+ *   cds_hooks.c  ->  cds_trace.c  cds_dump.c  cds_share.c  cds_finder.c
+ *   cds_finder.c ->  cds_share.c
+ *   cds_trace.c  ->  cds_list.c
+ *   cds_dump.c   ->  cds_list.c  cds_builder.c  cds_filemap.c
+ *   cds_share.c  ->  cds_filemap.c  cds_protect.c
+ *   cds_builder.c, cds_filemap.c, cds_protect.c, cds_list.c
+ *                ->  cds_format.c  cds_fileio.c
+ *
+ * and every file may log and read the settings (cds_config.c).
+ */
+#ifndef Py_CDS_INTERNAL_H
+#define Py_CDS_INTERNAL_H
+
+#ifndef Py_BUILD_CORE
+#  error "this header requires Py_BUILD_CORE define"
+#endif
+
+#include "cds_format.h"
+
+struct stat;
+
+/* --- cds_fileio.c: durable file replacement, file names ------------------ */
+
+extern int _PyCDS_WriteAll(int fd, const void *data, size_t len);
+/* 'path' (str) in the file system encoding; -1, no exception, if it
+   cannot be encoded. */
+extern int _PyCDS_EncodePath(PyObject *path, PyObject **bytes,
+                             const char **cpath);
+
+/* A temporary file beside 'path' that replaces it when committed. */
+typedef struct {
+    int fd;
+    char *tmp;
+    const char *path;
+} _PyCDS_TempFile;
+
+extern int _PyCDS_TempFileOpen(_PyCDS_TempFile *t, const char *path);
+/* fsync, close, rename over the path, fsync the directory; on failure
+   the temporary file is removed. */
+extern int _PyCDS_TempFileCommit(_PyCDS_TempFile *t);
+extern void _PyCDS_TempFileAbort(_PyCDS_TempFile *t);
+
+/* --- cds_list.c: module lists ------------------------------------------ */
+
+typedef struct {
+    char *name;     /* dotted module name */
+    char *kind;     /* "source" or "frozen" */
+    char *path;     /* source path, or NULL */
+} _PyCDS_ListEntry;
+
+typedef struct {
+    _PyCDS_ListEntry *items;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} _PyCDS_List;
+
+/* Returns 0 on success (a missing file is an empty list), -1 on a
+   garbled file or I/O error with a message in errbuf. */
+extern int _PyCDS_ListRead(const char *path, _PyCDS_List *list,
+                           char *errbuf, size_t errlen);
+/* Append unless present: 1 if appended, 0 if present, -1 out of memory */
+extern int _PyCDS_ListAdd(_PyCDS_List *list, const char *name,
+                          const char *kind, const char *path);
+extern int _PyCDS_ListWrite(const char *path, const _PyCDS_List *list);
+extern void _PyCDS_ListClear(_PyCDS_List *list);
+extern int _PyCDS_ValidModuleName(const char *name);
+
+/* --- cds_builder.c: objects to a laid-out archive ----------------------- */
+
+/* An archive laid out in memory: the header and what the file holds, in
+   file order, the gaps between pieces being zeros.  The pieces point into
+   the layout's own tables and the builder's regions. */
+#define CDS_MAX_PIECES (6 + CDS_NREGIONS)
+typedef struct {
+    cds_header header;           /* 'complete' is 0: written last */
+    struct {
+        uint64_t offset;
+        const void *data;
+        uint64_t len;
+    } piece[CDS_MAX_PIECES];
+    int npieces;
+    cds_index_entry *index;      /* owned */
+    char *strtab;                /* owned */
+    uint64_t *relocs;            /* owned */
+    cds_fixup *fixups;           /* owned */
+} _PyCDS_Layout;
+
+typedef struct _PyCDS_Builder _PyCDS_Builder;
+
+/* 'startup_strings': a list of the strings start-up interned, or NULL */
+extern _PyCDS_Builder *_PyCDS_BuilderNew(PyObject *startup_strings);
+extern void _PyCDS_BuilderFree(_PyCDS_Builder *b);
+/* 'path' is bytes (file system encoding), NULL for a frozen module;
+   'st' its stat(), NULL for a frozen module */
+extern int _PyCDS_BuilderAddModule(_PyCDS_Builder *b, int kind,
+                                   PyObject *name, PyObject *path,
+                                   const struct stat *st, PyObject *code);
+extern int _PyCDS_BuilderHasSource(const _PyCDS_Builder *b, PyObject *name,
+                                   PyObject *path);
+extern Py_ssize_t _PyCDS_BuilderObjects(const _PyCDS_Builder *b);
+/* Valid while the builder lives; clear it with _PyCDS_LayoutClear(). */
+extern int _PyCDS_BuilderLayout(_PyCDS_Builder *b, _PyCDS_Layout *layout);
+extern void _PyCDS_LayoutClear(_PyCDS_Layout *layout);
+
+/* --- cds_filemap.c: the archive file ------------------------------------ */
+
+typedef struct {
+    char *base;                  /* where the file is mapped */
+    size_t size;
+    const cds_header *hdr;
+    const cds_index_entry *index;
+    const char *strtab;
+    intptr_t archive_delta;      /* mapped base - preferred base */
+    intptr_t image_delta;        /* image load address (0: not moved) */
+    const char *path;
+} _PyCDS_Map;
+
+extern int _PyCDS_WriteArchiveFile(const char *path,
+                                   const _PyCDS_Layout *layout);
+/* NULL when mapped, else why the archive cannot be used.  'anywhere':
+   not at the preferred address (-X cds_relocate). */
+extern const char *_PyCDS_MapArchive(const char *path, int anywhere,
+                                     _PyCDS_Map *map);
+extern void _PyCDS_UnmapArchive(_PyCDS_Map *map);
+
+/* --- cds_protect.c: -X cds_protect ------------------------------------- */
+
+extern void _PyCDS_ProtectArchive(const _PyCDS_Map *map);
+/* File offsets of the protected archive, made writable or read-only */
+extern void _PyCDS_ProtectRange(uint64_t start, uint64_t end, int writable);
+extern void _PyCDS_InstallFaultHandler(void);
+
+/* --- cds_share.c: SHARE ------------------------------------------------- */
+
+extern int _PyCDS_ShareOpen(void);
+extern void _PyCDS_ShareInit(PyInterpreterState *interp);
+extern void _PyCDS_ShareBeforeSite(PyInterpreterState *interp);
+extern void _PyCDS_ShareFini(void);
+/* The archived code object of module 'name' of the given kind ("source",
+   with the path the finder located, or "frozen"), as a new reference; NULL
+   without an exception when the archive has no current entry for it. */
+extern PyObject *_PyCDS_ArchiveLookup(const char *kind, PyObject *name,
+                                      PyObject *path);
+/* Whether the archive holds a usable entry for the source module 'name'
+   made from 'path' (any path if NULL).  Never raises. */
+extern int _PyCDS_ArchiveHasSource(PyObject *name, PyObject *path);
+extern int _PyCDS_IsArchivedObject(PyObject *op);
+
+typedef struct {
+    int active;
+    const char *reason;
+    Py_ssize_t modules, served, stale, missed, rejected, prepared, relocated;
+    int at_preferred_address;
+    int protected;
+    double open_seconds, prepare_seconds;
+} _PyCDS_ShareStats;
+
+extern void _PyCDS_GetShareStats(_PyCDS_ShareStats *stats);
+
+/* --- cds_dump.c: DUMP --------------------------------------------------- */
+
+extern void _PyCDS_NoteStartupStrings(PyInterpreterState *interp);
+extern int _PyCDS_Dump(const _PyCDS_Settings *settings);  /* exit status */
+
+/* --- cds_trace.c: TRACE ------------------------------------------------- */
+
+extern void _PyCDS_TraceModule(const char *kind, PyObject *name,
+                               PyObject *path);
+extern void _PyCDS_TraceFini(const char *list_path);
+
+/* --- cds_finder.c: the C search of archived modules --------------------- */
+
+/* The spec the normal search would find for 'name' (new reference), or
+   None when that cannot be proven cheaply; never raises. */
+extern PyObject *_PyCDS_FindSpec(PyObject *imp, PyObject *name,
+                                 PyObject *path);
+extern Py_ssize_t _PyCDS_SpecsFound;
+
+#endif /* !Py_CDS_INTERNAL_H */

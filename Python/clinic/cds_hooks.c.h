@@ -1,0 +1,111 @@
+/*[clinic input]
+preserve
+[clinic start generated code]*/
+
+#include "pycore_modsupport.h"    // _PyArg_CheckPositional()
+
+PyDoc_STRVAR(_imp__cds_find_code__doc__,
+"_cds_find_code($module, name, path, /)\n"
+"--\n"
+"\n"
+"The archived code object of a source module, or None.\n"
+"\n"
+"Called by importlib\'s SourceLoader.get_code() for the source file \'path\'\n"
+"the finders located.  With -X cds=share, return the code object of the\n"
+"archive entry made from exactly that file (same path, size and mtime), or\n"
+"None for the normal .pyc path.  With -X cds=trace, record the module and\n"
+"return None.  Otherwise return None.");
+
+#define _IMP__CDS_FIND_CODE_METHODDEF    \
+    {"_cds_find_code", _PyCFunction_CAST(_imp__cds_find_code), METH_FASTCALL, _imp__cds_find_code__doc__},
+
+static PyObject *
+_imp__cds_find_code_impl(PyObject *module, PyObject *name, PyObject *path);
+
+static PyObject *
+_imp__cds_find_code(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *return_value = NULL;
+    PyObject *name;
+    PyObject *path;
+
+    if (!_PyArg_CheckPositional("_cds_find_code", nargs, 2, 2)) {
+        goto exit;
+    }
+    name = args[0];
+    path = args[1];
+    return_value = _imp__cds_find_code_impl(module, name, path);
+
+exit:
+    return return_value;
+}
+
+PyDoc_STRVAR(_imp__cds_find_spec__doc__,
+"_cds_find_spec($module, name, path, /)\n"
+"--\n"
+"\n"
+"The spec the normal search finds for an archived module, or None.\n"
+"\n"
+"Called first by importlib._bootstrap._find_spec(), with the same\n"
+"arguments.  With -X cds=share and a module the archive holds, make the\n"
+"search of the default finders in C and return the spec when it proves\n"
+"that the search finds the archived source file; otherwise return None and\n"
+"the Python search runs.");
+
+#define _IMP__CDS_FIND_SPEC_METHODDEF    \
+    {"_cds_find_spec", _PyCFunction_CAST(_imp__cds_find_spec), METH_FASTCALL, _imp__cds_find_spec__doc__},
+
+static PyObject *
+_imp__cds_find_spec_impl(PyObject *module, PyObject *name, PyObject *path);
+
+static PyObject *
+_imp__cds_find_spec(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *return_value = NULL;
+    PyObject *name;
+    PyObject *path;
+
+    if (!_PyArg_CheckPositional("_cds_find_spec", nargs, 2, 2)) {
+        goto exit;
+    }
+    name = args[0];
+    path = args[1];
+    return_value = _imp__cds_find_spec_impl(module, name, path);
+
+exit:
+    return return_value;
+}
+
+PyDoc_STRVAR(_cds_info__doc__,
+"info($module, /)\n"
+"--\n"
+"\n"
+"Return a dict describing the code-object archive settings and state.\n"
+"\n"
+"Keys: mode and mode_source, list, archive, verbose; active (an archive\n"
+"is mapped) and reason (why not); modules in the archive; the counters\n"
+"served, specs_found, stale, missed, rejected, prepared and relocated;\n"
+"mapped_at_preferred_address, protected; open_seconds and\n"
+"prepare_seconds (time spent opening and preparing the archive).");
+
+#define _CDS_INFO_METHODDEF    \
+    {"info", (PyCFunction)_cds_info, METH_NOARGS, _cds_info__doc__},
+
+static PyObject *
+_cds_info_impl(PyObject *module);
+
+static PyObject *
+_cds_info(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return _cds_info_impl(module);
+}
+
+PyDoc_STRVAR(_cds_is_archived__doc__,
+"is_archived($module, obj, /)\n"
+"--\n"
+"\n"
+"Return True if obj lives in the mapped code-object archive.");
+
+#define _CDS_IS_ARCHIVED_METHODDEF    \
+    {"is_archived", (PyCFunction)_cds_is_archived, METH_O, _cds_is_archived__doc__},
+/*[clinic end generated code: output=259566b9fa093f25 input=a9049054013a1b77]*/
