@@ -30,6 +30,7 @@ example one installed with `make install prefix=...`.
 """
 
 import argparse
+import glob
 import json
 import os
 import re
@@ -40,15 +41,14 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CDS_VARS = ('PYTHONCDS', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE', 'PYTHONCDSVERBOSE',
-            'PYCDSMODE', 'PYCDSLIST', 'PYCDSARCHIVE', 'PYCDSVERBOSE',
-            'PYTHONCDSSTATS')
+from test.test_cds.util import (STDLIB_IMPORTS, dump_args, pip_site, pyc_size,
+                                run_python, share_args, timing_env, trace_args,
+                                write_stdlib_list)
 
-STDLIB_APP = '''\
-import asyncio, json, email.message, http.client, logging, argparse, unittest
-import typing, dataclasses, decimal, xml.etree.ElementTree, sqlite3
-import urllib.request, subprocess, tempfile, pathlib, inspect, ast
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PIP_VENV = os.path.join(ROOT, 'build', 'cds-bench', 'venv')
+
+STDLIB_APP = STDLIB_IMPORTS + '''\
 print(len(dir(asyncio)), json.dumps([1, 2]), decimal.Decimal("1.5") * 2)
 '''
 
@@ -124,13 +124,6 @@ print(x)
 }
 
 
-def base_env():
-    # The baseline is a warm cache of .pyc files: let the off runs write them
-    env = {k: v for k, v in os.environ.items() if k not in CDS_VARS}
-    env.pop('PYTHONDONTWRITEBYTECODE', None)
-    return env
-
-
 # Third-party workloads: pure-Python packages for Python 3.13 from Debian's
 # current stable release (trixie), unpacked (not installed) into a cache.
 DEBIAN_PACKAGES = ('python3-rich', 'python3-pygments', 'python3-docutils',
@@ -148,18 +141,29 @@ THIRD_PARTY = {
 
 
 def debian_mirror():
-    """The Debian mirror this machine's apt sources use."""
-    import glob
+    """The first Debian mirror (not the security archive) that this
+    machine's apt sources name: deb822 *.sources files (a "URIs:" field
+    may name several) and one-line *.list files ("deb [options] URI ...")."""
+    uris = []
     for path in sorted(glob.glob('/etc/apt/sources.list.d/*.sources')):
-        for line in open(path):
-            if line.startswith('URIs:') and 'security' not in line:
-                return line.split()[1]
-    if os.path.exists('/etc/apt/sources.list'):
-        for line in open('/etc/apt/sources.list'):
-            parts = line.split()
-            if parts and parts[0] == 'deb' and 'security' not in line:
-                return [p for p in parts[1:] if '://' in p][0]
-    raise RuntimeError('no Debian mirror in the apt sources')
+        with open(path, errors='replace') as f:
+            for line in f:
+                key, sep, value = line.partition(':')
+                if sep and key.strip().lower() == 'uris':
+                    uris += value.split()
+    for path in ['/etc/apt/sources.list',
+                 *sorted(glob.glob('/etc/apt/sources.list.d/*.list'))]:
+        if not os.path.exists(path):
+            continue
+        with open(path, errors='replace') as f:
+            for line in f:
+                words = re.sub(r'\[[^]]*\]', ' ', line.split('#')[0]).split()
+                if len(words) > 1 and words[0] in ('deb', 'deb-src'):
+                    uris.append(words[1])
+    for uri in uris:
+        if '://' in uri and 'security' not in uri:
+            return uri.rstrip('/')
+    raise RuntimeError('no Debian mirror in the apt sources (/etc/apt)')
 
 
 def third_party_site():
@@ -188,6 +192,10 @@ def third_party_site():
         opts += ['-o', f'{key}={os.path.join(apt, sub)}']
     subprocess.run(['apt-get', *opts, 'update'], check=True,
                    stdout=subprocess.DEVNULL)
+    # (apt-get update exits 0 even when it fetched nothing)
+    if not glob.glob(os.path.join(apt, 'lists', '*Packages*')):
+        raise RuntimeError('cannot fetch the package index of Debian trixie '
+                           f'from {debian_mirror()} (no network?)')
     subprocess.run(['apt-get', *opts, 'download', *DEBIAN_PACKAGES], check=True,
                    cwd=os.path.join(apt, 'debs'), stdout=subprocess.DEVNULL)
     for deb in os.listdir(os.path.join(apt, 'debs')):
@@ -203,25 +211,12 @@ class Workload:
         self.files = files or {}
 
 
-def pip_site(python):
-    """A venv of the interpreter under test, with pip from ensurepip's
-    bundled wheel (no network); return its site-packages directory."""
-    venv = os.path.join(ROOT, 'build', 'cds-bench', 'venv')
-    if not os.path.exists(os.path.join(venv, 'bin', 'python')):
-        subprocess.run([python, '-m', 'venv', '--clear', venv], check=True,
-                       env=base_env(), stdout=subprocess.DEVNULL)
-    out = subprocess.run([os.path.join(venv, 'bin', 'python'), '-c',
-                          'import sysconfig; print(sysconfig.get_path("purelib"))'],
-                         check=True, capture_output=True, text=True, env=base_env())
-    return out.stdout.strip()
-
-
 def workloads(workdir, third_party=False, pip=False, python=None):
     w = [Workload('python -c pass', ['-c', 'pass']),
          Workload('python -S -c pass', ['-S', '-c', 'pass']),
          Workload('stdlib program', ['stdlib_app.py'], {'stdlib_app.py': STDLIB_APP})]
     if pip:
-        site = pip_site(python)
+        site = pip_site(python, PIP_VENV)
         prog = (f'import sys; sys.path.insert(0, {site!r})\n'
                 'import pip._internal.cli.main, pip._internal.commands.install\n'
                 'print("ok")\n')
@@ -237,9 +232,9 @@ def workloads(workdir, third_party=False, pip=False, python=None):
     return w
 
 
-def run(python, args, cwd, env=None, capture=True):
-    return subprocess.run([python, *args], cwd=cwd, env=env or base_env(),
-                          capture_output=capture, text=True)
+def run(python, args, cwd):
+    return run_python(*args, python=python, cwd=cwd, env=timing_env(),
+                      timeout=None)
 
 
 def hyperfine_times(python, variants, cwd, runs):
@@ -254,7 +249,7 @@ def hyperfine_times(python, variants, cwd, runs):
             cmds = [' '.join([python, *a]) for a in variants]
             subprocess.run(['hyperfine', '-N', '--style', 'none', '--runs', str(k),
                             '--warmup', '1', '--export-json', out, *cmds],
-                           cwd=cwd, env=base_env(), check=True,
+                           cwd=cwd, env=timing_env(), check=True,
                            stdout=subprocess.DEVNULL)
             with open(out) as f:
                 for i, res in enumerate(json.load(f)['results']):
@@ -275,11 +270,11 @@ def measure(python, variants, cwd, runs, timer):
     return times
 
 
-def archive_costs(python, share_args, cwd):
+def archive_costs(python, shared_args, cwd):
     """The archive's own work in one process, as _cds.info() reports it."""
     code = 'import _cds, json; print(json.dumps(_cds.info()))'
-    args = [a for a in share_args if not a.endswith('.py')]
-    prog = [a for a in share_args if a.endswith('.py')]
+    args = [a for a in shared_args if not a.endswith('.py')]
+    prog = [a for a in shared_args if a.endswith('.py')]
     # run the workload, then report: exec the program file in __main__
     if prog:
         code = (f'exec(compile(open({prog[0]!r}).read(), {prog[0]!r}, "exec"))\n'
@@ -293,7 +288,7 @@ def archive_costs(python, share_args, cwd):
 
 
 def timed(python, args, cwd):
-    env = base_env()
+    env = timing_env()
     t0 = time.perf_counter()
     r = subprocess.run([python, *args], cwd=cwd, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -306,23 +301,9 @@ def timed(python, args, cwd):
 def callgrind(python, args, cwd):
     r = subprocess.run(['valgrind', '--tool=callgrind',
                         '--callgrind-out-file=/dev/null', python, *args],
-                       cwd=cwd, env=base_env(), capture_output=True, text=True)
+                       cwd=cwd, env=timing_env(), capture_output=True, text=True)
     m = re.search(r'Collected : (\d+)', r.stderr)
     return int(m.group(1)) if m else None
-
-
-def pyc_size(list_path):
-    total = 0
-    import importlib.util
-    with open(list_path) as f:
-        for line in f:
-            fields = line.rstrip('\n').split('\t')
-            if len(fields) == 3 and fields[1] == 'source':
-                try:
-                    total += os.path.getsize(importlib.util.cache_from_source(fields[2]))
-                except OSError:
-                    pass
-    return total
 
 
 def extra_comparisons(python, workdir, common, runs, timer):
@@ -333,8 +314,8 @@ def extra_comparisons(python, workdir, common, runs, timer):
         f.write(STDLIB_APP)
     lst = os.path.join(workdir, 'trace-bench.lst')
     off_args = common + ['stdlib_app.py']
-    trace_args = common + ['-X', 'cds=trace', '-X', f'cds_list={lst}', 'stdlib_app.py']
-    off, trace = measure(python, [off_args, trace_args], workdir, runs, timer)
+    traced_args = common + trace_args(lst) + ['stdlib_app.py']
+    off, trace = measure(python, [off_args, traced_args], workdir, runs, timer)
     t_off, t_trace = statistics.median(off), statistics.median(trace)
     lines.append(f'TRACE overhead (stdlib program): off {t_off * 1000:.1f} ms, '
                  f'trace {t_trace * 1000:.1f} ms: {(t_trace / t_off - 1) * 100:+.1f}% '
@@ -342,25 +323,21 @@ def extra_comparisons(python, workdir, common, runs, timer):
 
     # python -c pass from an archive of only what it imports vs the whole
     # standard library
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import regrtest_compare
     small_lst = os.path.join(workdir, 'pass.lst')
     small = os.path.join(workdir, 'pass.cds')
     whole_lst = os.path.join(workdir, 'whole.lst')
     whole = os.path.join(workdir, 'whole.cds')
-    run(python, common + ['-X', 'cds=trace', '-X', f'cds_list={small_lst}', '-c', 'pass'], workdir)
-    run(python, common + ['-X', 'cds=dump', '-X', f'cds_list={small_lst}',
-                          '-X', f'cds_archive={small}'], workdir)
-    n = regrtest_compare.write_stdlib_list(whole_lst)
+    run(python, common + trace_args(small_lst) + ['-c', 'pass'], workdir)
+    run(python, common + dump_args(small_lst, small), workdir)
+    n = write_stdlib_list(whole_lst, python=python)
     t0 = time.perf_counter()
-    r = run(python, common + ['-X', 'cds=dump', '-X', f'cds_list={whole_lst}',
-                              '-X', f'cds_archive={whole}'], workdir)
+    r = run(python, common + dump_args(whole_lst, whole), workdir)
     dump_s = time.perf_counter() - t0
     lines.append(f'DUMP of the whole standard library: {n} listed modules, '
                  f'{os.path.getsize(whole) / 1e6:.0f} MB, {dump_s:.1f} s '
                  f'({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""})')
-    pass_small = common + ['-X', 'cds=share', '-X', f'cds_archive={small}', '-c', 'pass']
-    pass_whole = common + ['-X', 'cds=share', '-X', f'cds_archive={whole}', '-c', 'pass']
+    pass_small = common + share_args(small) + ['-c', 'pass']
+    pass_whole = common + share_args(whole) + ['-c', 'pass']
     pass_off = common + ['-c', 'pass']
     o, s, w = measure(python, [pass_off, pass_small, pass_whole], workdir, runs, timer)
     o, s, w = statistics.median(o), statistics.median(s), statistics.median(w)
@@ -403,24 +380,23 @@ def main():
             lst = os.path.join(workdir, tag + '.lst')
             archive = os.path.join(workdir, tag + '.cds')
             off_args = common + wl.args
-            share_args = common + ['-X', 'cds=share', '-X', f'cds_archive={archive}'] + wl.args
-            r = run(args.python, common + ['-X', 'cds=trace', '-X', f'cds_list={lst}'] + wl.args, workdir)
+            shared_args = common + share_args(archive) + wl.args
+            r = run(args.python, common + trace_args(lst) + wl.args, workdir)
             if r.returncode:
                 raise RuntimeError(r.stderr)
             t0 = time.perf_counter()
-            r = run(args.python, common + ['-X', 'cds=dump', '-X', f'cds_list={lst}',
-                                           '-X', f'cds_archive={archive}'], workdir)
+            r = run(args.python, common + dump_args(lst, archive), workdir)
             dump_time = time.perf_counter() - t0
             if r.returncode:
                 raise RuntimeError(r.stderr)
             out_off = run(args.python, off_args, workdir)
-            out_share = run(args.python, share_args, workdir)
+            out_share = run(args.python, shared_args, workdir)
             same = (out_off.stdout == out_share.stdout
                     and out_off.returncode == out_share.returncode == 0)
             runs = args.runs if not wl.name.startswith('steady') else max(5, args.runs // 6)
-            off, share = measure(args.python, [off_args, share_args], workdir,
+            off, share = measure(args.python, [off_args, shared_args], workdir,
                                  runs, args.timer)
-            info = archive_costs(args.python, share_args, workdir) or {}
+            info = archive_costs(args.python, shared_args, workdir) or {}
             row = {
                 'workload': wl.name,
                 'off_ms': statistics.median(off) * 1000,
@@ -436,7 +412,7 @@ def main():
             }
             if args.callgrind and shutil.which('valgrind'):
                 i_off = callgrind(args.python, off_args, workdir)
-                i_share = callgrind(args.python, share_args, workdir)
+                i_share = callgrind(args.python, shared_args, workdir)
                 if i_off and i_share:
                     row['instr_off'] = i_off
                     row['instr_share'] = i_share

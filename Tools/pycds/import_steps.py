@@ -4,7 +4,7 @@ Usage (from the top of a built tree):
 
     ./python Tools/pycds/import_steps.py [--python PATH] [--runs N]
 
-Runs the standard-library program of bench.py with wrappers around the
+Runs the standard-library program of bench.py (its imports) with wrappers around the
 steps of the import system -- importlib._bootstrap._find_spec (finding a
 module), module_from_spec (creating the module object, which loads extension
 modules) and SourceLoader.get_code (reading the .pyc, or the archive's
@@ -17,12 +17,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench
+from test.test_cds.util import (STDLIB_IMPORTS, make_archive, run_checked,
+                                share_args, timing_env)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PROBE = '''\
 import time, json as _json
@@ -50,28 +51,23 @@ print(_json.dumps(_steps))
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--python', default=os.path.join(bench.ROOT, 'python'))
+    parser.add_argument('--python', default=os.path.join(ROOT, 'python'))
     parser.add_argument('--runs', type=int, default=10)
     args = parser.parse_args()
-    program = bench.STDLIB_APP.rsplit('print(', 1)[0]   # the imports only
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'steps.py')
         with open(path, 'w') as f:
-            f.write(PROBE + program + REPORT)
+            f.write(PROBE + STDLIB_IMPORTS + REPORT)
         lst, archive = os.path.join(tmp, 'a.lst'), os.path.join(tmp, 'a.cds')
-        common = [args.python, '-X', 'frozen_modules=on']
-        for extra in (['-X', 'cds=trace', '-X', f'cds_list={lst}', path],
-                      ['-X', 'cds=dump', '-X', f'cds_list={lst}',
-                       '-X', f'cds_archive={archive}']):
-            subprocess.run(common + extra, check=True, env=bench.base_env(),
-                           capture_output=True)
-        modes = {'off': [], 'share': ['-X', 'cds=share', '-X', f'cds_archive={archive}']}
+        common = ['-X', 'frozen_modules=on']
+        make_archive(lst, archive, [path], options=common, python=args.python,
+                     env=timing_env(), timeout=None)
+        modes = {'off': [], 'share': share_args(archive)}
         results = {m: [] for m in modes}
         for _ in range(args.runs):
             for mode, extra in modes.items():
-                r = subprocess.run(common + extra + [path], check=True,
-                                   env=bench.base_env(), capture_output=True,
-                                   text=True)
+                r = run_checked(*common, *extra, path, python=args.python,
+                                env=timing_env(), timeout=None)
                 results[mode].append(json.loads(r.stdout.splitlines()[-1]))
     print('| mode | imports (ms) | find_spec | module_from_spec | get_code | the rest |')
     print('|---|---:|---:|---:|---:|---:|')

@@ -27,16 +27,13 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CDS_VARS = ('PYTHONCDS', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE', 'PYTHONCDSVERBOSE',
-            'PYCDSMODE', 'PYCDSLIST', 'PYCDSARCHIVE', 'PYCDSVERBOSE',
-            'PYTHONCDSSTATS')
+from test.test_cds import format as cdsformat
+from test.test_cds.util import (STDLIB_IMPORTS, make_archive as trace_and_dump,
+                                pip_site, share_args, timing_env)
 
-WORKLOAD = '''\
-import asyncio, json, email.message, http.client, logging, argparse, unittest
-import typing, dataclasses, decimal, xml.etree.ElementTree, sqlite3
-import urllib.request, subprocess, tempfile, pathlib, inspect, ast
-'''
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+WORKLOAD = STDLIB_IMPORTS
 
 DENSE = WORKLOAD + '''
 import sys
@@ -48,6 +45,9 @@ PREFORK = WORKLOAD + '''
 import gc, os, sys, time, traceback
 FREEZE = sys.argv[1] == "freeze"
 ARCHIVE = sys.argv[2]
+# the archive's regions and their file offsets: "str:OFFSET,tup:OFFSET,..."
+REGIONS = [(name, int(offset)) for name, offset
+           in (r.split(":") for r in sys.argv[5].split(","))]
 
 def archive_private():
     """Private_Dirty + Private_Clean kB of the archive mapping (all mappings
@@ -65,17 +65,11 @@ def archive_private():
                 total += int(parts[1])
     return total
 
-REGIONS = ("str", "tup", "code", "warm", "cold")
-
 def exclusive_pages_by_region():
     """kB of archive pages this process maps exclusively (a private copy
-    made after the fork), by region of the archive (format 2 header)."""
-    import struct
+    made after the fork), by region of the archive."""
     if not ARCHIVE_MAPPED:
         return {}
-    with open(ARCHIVE, "rb") as f:
-        head = f.read(256)
-    offsets = struct.unpack_from("<5Q", head, 128)
     base = None
     with open("/proc/self/maps") as f:
         for line in f:
@@ -84,7 +78,7 @@ def exclusive_pages_by_region():
                 lo = int(parts[0].split("-")[0], 16)
                 base = lo - int(parts[2], 16) if base is None else base
     size = os.path.getsize(ARCHIVE)
-    out = {"meta": 0, **{r: 0 for r in REGIONS}}
+    out = {"meta": 0, **{r: 0 for r, o in REGIONS}}
     with open("/proc/self/pagemap", "rb") as pm:
         pm.seek(base // 4096 * 8)
         raw = pm.read(size // 4096 * 8)
@@ -93,7 +87,7 @@ def exclusive_pages_by_region():
         if v >> 63 and (v >> 56) & 1 and not (v >> 61) & 1:
             off = i * 4096
             region = "meta"
-            for r, o in zip(REGIONS, offsets):
+            for r, o in REGIONS:
                 if off >= o:
                     region = r
             out[region] += 4
@@ -158,13 +152,6 @@ print(" ".join(f"{a},{p},{r}" for a, p, r in results))
 '''
 
 
-def base_env():
-    # The baseline is a warm cache of .pyc files: let the off runs write them
-    env = {k: v for k, v in os.environ.items() if k not in CDS_VARS}
-    env.pop('PYTHONDONTWRITEBYTECODE', None)
-    return env
-
-
 def smaps_rollup(pid):
     out = {}
     with open(f'/proc/{pid}/smaps_rollup') as f:
@@ -191,10 +178,10 @@ def mapping_stats(pid, path):
 def dense(python, procs, archive, share, workdir, script='dense.py'):
     args = [python, '-X', 'frozen_modules=on']
     if share:
-        args += ['-X', 'cds=share', '-X', f'cds_archive={archive}']
+        args += share_args(archive)
     args += [os.path.join(workdir, script)]
     ps = [subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           text=True, env=base_env(), cwd=workdir)
+                           text=True, env=timing_env(), cwd=workdir)
           for _ in range(procs)]
     try:
         for p in ps:
@@ -220,16 +207,17 @@ def make_archive(python, workdir, script, tag):
     """Trace 'script' with 'python' and dump its archive; return the path."""
     lst = os.path.join(workdir, tag + '.lst')
     archive = os.path.join(workdir, tag + '.cds')
-    common = [python, '-X', 'frozen_modules=on']
-    subprocess.run(common + ['-X', 'cds=trace', '-X', f'cds_list={lst}',
-                             os.path.join(workdir, script)],
-                   check=True, env=base_env(), cwd=workdir,
-                   stdout=subprocess.DEVNULL, input='', text=True)
-    subprocess.run(common + ['-X', 'cds=dump', '-X', f'cds_list={lst}',
-                             '-X', f'cds_archive={archive}'],
-                   check=True, env=base_env(), cwd=workdir,
-                   stderr=subprocess.DEVNULL)
+    trace_and_dump(lst, archive, [os.path.join(workdir, script)],
+                   options=['-X', 'frozen_modules=on'], python=python,
+                   env=timing_env(), cwd=workdir, input='', timeout=None)
     return archive
+
+
+def regions(archive):
+    """The archive's regions and their file offsets, as PREFORK takes them."""
+    with open(archive, 'rb') as f:
+        header = cdsformat.read_header(f.read(cdsformat.HEADER.size))
+    return ','.join(f'{r}:{header[r + "_offset"]}' for r in cdsformat.REGIONS)
 
 
 def main():
@@ -253,9 +241,8 @@ def main():
     size_kb = os.path.getsize(archive) // 1024
     workloads = [('stdlib', 'dense.py')]
     if args.pip:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import bench
-        site = bench.pip_site(args.python)
+        site = pip_site(args.python,
+                        os.path.join(ROOT, 'build', 'cds-bench', 'venv'))
         with open(os.path.join(workdir, 'dense_pip.py'), 'w') as f:
             f.write(f'import sys; sys.path.insert(0, {site!r})\n'
                     'import pip._internal.cli.main, pip._internal.commands.install\n'
@@ -299,20 +286,18 @@ def main():
     print('|---|---:|---|---:|')
     runs = [('off', common, [], 'nofreeze', archive),
             ('off + gc.freeze()', common, [], 'freeze', archive),
-            ('share (PIE)', common,
-             ['-X', 'cds=share', '-X', f'cds_archive={archive}'], 'nofreeze',
-             archive)]
+            ('share (PIE)', common, share_args(archive), 'nofreeze', archive)]
     if args.fixed_python:
         fixed = make_archive(args.fixed_python, workdir, 'workload.py', 'wf')
         runs.append(('share (fixed address)',
                      [args.fixed_python, '-X', 'frozen_modules=on'],
-                     ['-X', 'cds=share', '-X', f'cds_archive={fixed}'],
-                     'nofreeze', fixed))
+                     share_args(fixed), 'nofreeze', fixed))
     for label, cmd, extra, freeze, arch in runs:
         r = subprocess.run(cmd + extra + [os.path.join(workdir, 'prefork.py'),
                                           freeze, arch, str(args.procs),
-                                          str(args.seconds)],
-                           capture_output=True, text=True, env=base_env(), cwd=workdir)
+                                          str(args.seconds), regions(arch)],
+                           capture_output=True, text=True, env=timing_env(),
+                           cwd=workdir)
         if r.returncode:
             print(r.stderr)
             continue

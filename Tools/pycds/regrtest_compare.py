@@ -30,11 +30,10 @@ import subprocess
 import sys
 import time
 
+from test.test_cds.util import clean_env, dump_args, write_stdlib_list
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PYTHON = os.path.join(ROOT, 'python')
-CDS_VARS = ('PYTHONCDS', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE', 'PYTHONCDSVERBOSE',
-            'PYCDSMODE', 'PYCDSLIST', 'PYCDSARCHIVE', 'PYCDSVERBOSE',
-            'PYTHONCDSSTATS', 'PYTHONCDSPROTECT')
 PROTECT_FAULT = 'write to the read-only part of archive'
 # "0:00:01 load avg: 0.65 [ 4/13] test_inspect.test_inspect passed"
 RESULT = re.compile(r'\[\s*\d+/\d+(?:/\d+)?\]\s+(\S+)\s+(.*)$')
@@ -42,44 +41,9 @@ TOTALS = re.compile(r'Total tests: (.*)')
 FILES = re.compile(r'Total test files: run=(\d+)')
 
 
-def base_env():
-    env = {k: v for k, v in os.environ.items() if k not in CDS_VARS}
-    return env
-
-
-def write_stdlib_list(path):
-    lib = os.path.join(ROOT, 'Lib')
-    code = f'''
-import os, _imp
-lib = {lib!r}
-entries = []
-for root, dirs, files in os.walk(lib):
-    dirs[:] = sorted(d for d in dirs if d.isidentifier() and d != 'site-packages')
-    rel = os.path.relpath(root, lib)
-    parts = [] if rel == '.' else rel.split(os.sep)
-    for f in sorted(files):
-        stem, ext = os.path.splitext(f)
-        if ext == '.py' and stem.isidentifier():
-            name = '.'.join(parts + ([] if stem == '__init__' else [stem]))
-            if name:
-                entries.append((name, os.path.join(root, f)))
-with open({path!r}, 'w', encoding='utf-8') as fp:
-    fp.write('# pycds module list 1\\n')
-    for name in sorted(_imp._frozen_module_names()):
-        fp.write(name + '\\tfrozen\\n')
-    for name, p in entries:
-        fp.write(name + '\\tsource\\t' + p + '\\n')
-print(len(entries))
-'''
-    out = subprocess.run([PYTHON, '-c', code], env=base_env(), check=True,
-                         capture_output=True, text=True).stdout
-    return int(out.strip())
-
-
 def dump(list_path, archive):
-    r = subprocess.run([PYTHON, '-X', 'cds=dump', '-X', f'cds_list={list_path}',
-                        '-X', f'cds_archive={archive}'],
-                       env=base_env(), capture_output=True, text=True)
+    r = subprocess.run([PYTHON, *dump_args(list_path, archive)],
+                       env=clean_env(), capture_output=True, text=True)
     sys.stdout.write(r.stderr)
     if r.returncode != 0:
         sys.exit(f'regrtest_compare: dump failed ({r.returncode})')
@@ -174,20 +138,20 @@ def main():
     os.makedirs(os.path.dirname(args.archive), exist_ok=True)
     list_path = os.path.splitext(args.archive)[0] + '.lst'
     stats = os.path.splitext(args.archive)[0] + '.stats'
-    n = write_stdlib_list(list_path)
+    n = write_stdlib_list(list_path, python=PYTHON)
     print(f'regrtest_compare: {n} source modules + frozen modules listed in {list_path}')
     dump(list_path, args.archive)
 
     if os.path.exists(stats):
         os.unlink(stats)
-    share_env = dict(base_env(), PYTHONCDS='share', PYTHONCDSARCHIVE=args.archive,
-                     PYTHONCDSSTATS=stats)
+    share_env = clean_env(PYTHONCDS='share', PYTHONCDSARCHIVE=args.archive,
+                          PYTHONCDSSTATS=stats)
     if args.protect:
         share_env['PYTHONCDSPROTECT'] = '1'
     logdir = os.path.dirname(args.archive)
     rc_s, res_s, tot_s, t_s = run_regrtest(tests, extra, share_env,
                                            os.path.join(logdir, 'regrtest-share.log'))
-    rc_o, res_o, tot_o, t_o = run_regrtest(tests, extra, base_env(),
+    rc_o, res_o, tot_o, t_o = run_regrtest(tests, extra, clean_env(),
                                            os.path.join(logdir, 'regrtest-off.log'))
 
     served = processes = active = protected = specs = 0

@@ -1,64 +1,28 @@
 """The archive file, read independently, and a round trip of the stdlib."""
 
-import _imp
 import json
 import os
-import tempfile
 import unittest
 
-from test.support import os_helper
 from test.test_cds import format as cdsformat
-from test.test_cds.util import read_list, run_python
-
-STDLIB = os.path.dirname(os.__file__)
-
-
-def stdlib_module_list(path):
-    """Write a module list of every module and package under Lib/ plus the
-    frozen modules; return the number of source entries."""
-    entries = []
-    for root, dirs, files in os.walk(STDLIB):
-        dirs[:] = sorted(d for d in dirs
-                         if d.isidentifier() and d != 'site-packages')
-        rel = os.path.relpath(root, STDLIB)
-        parts = [] if rel == '.' else rel.split(os.sep)
-        for f in sorted(files):
-            stem, ext = os.path.splitext(f)
-            if ext != '.py' or not stem.isidentifier():
-                continue
-            name = '.'.join(parts + ([] if stem == '__init__' else [stem]))
-            if name:
-                entries.append((name, os.path.join(root, f)))
-    with open(path, 'w', encoding='utf-8') as fp:
-        fp.write('# pycds module list 1\n')
-        for name in sorted(_imp._frozen_module_names()):
-            fp.write(f'{name}\tfrozen\n')
-        for name, p in entries:
-            fp.write(f'{name}\tsource\t{p}\n')
-    return len(entries)
+from test.test_cds.util import (dump_args, make_archive, read_list,
+                                run_checked, run_python, share_args, temp_dir,
+                                write_stdlib_list)
 
 
 class ArchiveFileTests(unittest.TestCase):
 
     def setUp(self):
-        self.tmp = os.path.realpath(tempfile.mkdtemp())
-        self.addCleanup(os_helper.rmtree, self.tmp)
-
-    def dump(self, lst, archive, *args):
-        r = run_python('-X', 'cds=dump', '-X', f'cds_list={lst}',
-                       '-X', f'cds_archive={archive}', *args, cwd=self.tmp)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        return r
+        self.tmp = temp_dir(self.addCleanup)
+        self.lst = os.path.join(self.tmp, 'a.lst')
+        self.archive = os.path.join(self.tmp, 'a.cds')
 
     def test_independent_reader(self):
-        lst = os.path.join(self.tmp, 'a.lst')
-        archive = os.path.join(self.tmp, 'a.cds')
-        r = run_python('-X', 'cds=trace', '-X', f'cds_list={lst}',
-                       '-X', 'frozen_modules=on',
-                       '-c', 'import json, email.message, decimal', cwd=self.tmp)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.dump(lst, archive)
-        with open(archive, 'rb') as f:
+        make_archive(self.lst, self.archive,
+                     ['-X', 'frozen_modules=on',    # (traced with it)
+                      '-c', 'import json, email.message, decimal'],
+                     cwd=self.tmp)
+        with open(self.archive, 'rb') as f:
             data = f.read()
         self.assertEqual(cdsformat.validate(data), [])
         h = cdsformat.read_header(data)
@@ -76,7 +40,7 @@ class ArchiveFileTests(unittest.TestCase):
         keys = [(e['kind'] == 'frozen', e['name'], e['path'] or b'')
                 for e in entries]
         self.assertEqual(keys, sorted(keys))
-        listed = {(n, k) for n, k, p in read_list(lst)}
+        listed = {(n, k) for n, k, p in read_list(self.lst)}
         self.assertEqual({(e['name'], e['kind']) for e in entries}, listed)
         with_functions = set()
         for e in entries:
@@ -101,13 +65,11 @@ class ArchiveFileTests(unittest.TestCase):
         self.assertIn('json.decoder', with_functions)
 
     def test_whole_stdlib_round_trip(self):
-        lst = os.path.join(self.tmp, 'stdlib.lst')
-        archive = os.path.join(self.tmp, 'stdlib.cds')
-        nsources = stdlib_module_list(lst)
-        r = self.dump(lst, archive)
+        nsources = write_stdlib_list(self.lst)
+        r = run_checked(*dump_args(self.lst, self.archive), cwd=self.tmp)
         self.assertIn('modules archived', r.stderr)
-        r = run_python('-X', 'cds=share', '-X', f'cds_archive={archive}',
-                       '-m', 'test.test_cds.roundtrip', lst, cwd=self.tmp,
+        r = run_python(*share_args(self.archive),
+                       '-m', 'test.test_cds.roundtrip', self.lst, cwd=self.tmp,
                        timeout=900)
         self.assertEqual(r.returncode, 0, r.stderr[-2000:])
         result = json.loads(r.stdout.splitlines()[-1])

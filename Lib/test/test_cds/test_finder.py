@@ -8,12 +8,12 @@ it can prove what the normal search finds, and not where it cannot.
 
 import os
 import shutil
-import tempfile
 import textwrap
 import unittest
 import zipfile
 
-from test.test_cds.util import run_python
+from test.test_cds.util import (make_archive, run_checked, run_python,
+                                share_args, temp_dir, trace_args, write_files)
 
 # Printed by every scenario: what each module is and where it came from.
 DESCRIBE = '''
@@ -42,40 +42,27 @@ class FinderTests(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp()
+        cls.tmp = temp_dir(cls.addClassCleanup)
         cls.lib = os.path.join(cls.tmp, 'lib')
-        for rel, text in {
+        write_files(cls.lib, {
             'fmod.py': 'MARK = "lib"\n',
             'fpkg/__init__.py': 'MARK = "libpkg"\n',
             'fpkg/sub.py': 'MARK = "libsub"\n',
             'fpkg/other.py': 'from . import sub\nMARK = "libother"\n',
-        }.items():
-            path = os.path.join(cls.lib, rel)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, 'w') as f:
-                f.write(text)
+        })
         cls.archive = os.path.join(cls.tmp, 'f.cds')
         lst = os.path.join(cls.tmp, 'f.lst')
-        train = ('import sys; sys.path.insert(0, %r)\n'
-                 'import fmod, fpkg.sub, fpkg.other\n' % cls.lib)
-        for args in (['-X', 'cds=trace', '-X', f'cds_list={lst}', '-c', train],
-                     ['-X', 'frozen_modules=off', '-X', 'cds=trace',
-                      '-X', f'cds_list={lst}', '-c', 'import __hello__'],
-                     ['-X', 'cds=dump', '-X', f'cds_list={lst}',
-                      '-X', f'cds_archive={cls.archive}']):
-            r = run_python(*args)
-            if r.returncode != 0:
-                raise RuntimeError(r.stderr)
-
-    @classmethod
-    def tearDownClass(cls):
-        shutil.rmtree(cls.tmp)
+        # __hello__ as a source module, traced with frozen modules off
+        run_checked(*trace_args(lst), '-X', 'frozen_modules=off',
+                    '-c', 'import __hello__')
+        make_archive(lst, cls.archive, [
+            '-c', f'import sys; sys.path.insert(0, {cls.lib!r})\n'
+                  'import fmod, fpkg.sub, fpkg.other\n'])
 
     def setUp(self):
         # what a scenario finds in EARLY at its start; each run gets a
         # fresh copy at the same path
-        self.template = tempfile.mkdtemp(dir=self.tmp)
-        self.addCleanup(shutil.rmtree, self.template)
+        self.template = temp_dir(self.addCleanup)
         self.early = os.path.join(self.tmp, 'early')
 
     def run_both(self, body, *args, cwd=None):
@@ -84,8 +71,7 @@ class FinderTests(unittest.TestCase):
         code = (DESCRIBE + f'WATCH = {WATCH!r}\n'
                 + f'LIB, EARLY = {self.lib!r}, {self.early!r}\n'
                 + textwrap.dedent(body) + REPORT)
-        share = ['-X', 'cds=share', '-X', f'cds_archive={self.archive}',
-                 '-X', 'cds_verbose=2']
+        share = [*share_args(self.archive), '-X', 'cds_verbose=2']
         outputs = []
         for mode in ([], share):
             shutil.rmtree(self.early, ignore_errors=True)
@@ -110,10 +96,7 @@ class FinderTests(unittest.TestCase):
                 if not l.startswith('[')}
 
     def write(self, rel, text):
-        path = os.path.join(self.template, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, 'w') as f:
-            f.write(text)
+        write_files(self.template, {rel: text})
 
     def test_found_in_c(self):
         lines, found = self.run_both('''
@@ -328,7 +311,7 @@ class FinderTests(unittest.TestCase):
         code = ('import sys, _cds; sys.path.insert(0, %r)\n'
                 'import fpkg, fmod; print(_cds.info()["specs_found"])'
                 % self.lib)
-        share = ('-X', 'cds=share', '-X', f'cds_archive={self.archive}')
+        share = share_args(self.archive)
         r = run_python('-vv', *share, '-c', code)
         self.assertEqual(r.stdout, '0\n')
         self.assertIn('# trying ' + os.path.join(self.lib, 'fmod'), r.stderr)

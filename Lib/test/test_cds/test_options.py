@@ -1,10 +1,14 @@
 """Parsing of the -X cds* options and the PYTHONCDS* environment."""
 
+import glob
 import os
+import re
+import sysconfig
 import tempfile
 import unittest
 
-from test.test_cds.util import clean_env, run_python
+from test.support import os_helper
+from test.test_cds.util import CDS_ENV_VARS, clean_env, run_python
 
 INFO = 'import _cds; i = _cds.info(); print(i["mode"], i["list"], i["archive"], i["verbose"])'
 
@@ -108,9 +112,19 @@ class OptionTests(unittest.TestCase):
         for args, env, expected in cases:
             with self.subTest(args=args, env=env and {k: v for k, v in env.items() if 'CDS' in k}):
                 self.check_invalid(args, env, expected)
-        for value in ('"off"', '"trace"', '"dump"', '"share"'):
-            r = run_python('-X', 'cds=nope', '-c', 'pass')
-            self.assertIn(value, r.stderr)
+
+    def test_invalid_mode_names_the_valid_ones(self):
+        lower = ('"off"', '"trace"', '"dump"', '"share"')
+        cases = [(('-X', 'cds=nope'), None, lower),
+                 ((), clean_env(PYTHONCDS='nope'), lower),
+                 ((), clean_env(PYCDSMODE='nope'),
+                  ('TRACE', 'DUMP', 'SHARE', 'OFF'))]
+        for args, env, values in cases:
+            r = run_python(*args, '-c', 'pass', env=env)
+            for value in values:
+                with self.subTest(args=args, value=value):
+                    self.assertEqual(r.returncode, 1)
+                    self.assertIn(value, r.stderr)
 
     def test_invalid_env_ignored_with_E(self):
         r = run_python('-E', '-c', 'print("ran")',
@@ -126,6 +140,43 @@ class OptionTests(unittest.TestCase):
         for var in ('PYTHONCDS ', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE',
                     'PYTHONCDSVERBOSE', 'PYCDSMODE'):
             self.assertIn(var, r.stdout)
+
+
+class EnvironmentListTests(unittest.TestCase):
+    """util.CDS_ENV_VARS, which the tests and tools remove from the
+    environment of their child processes, names every variable the
+    interpreter reads."""
+
+    def test_clean_env_removes_them(self):
+        with tempfile.TemporaryDirectory() as tmp, \
+                os_helper.EnvironmentVarGuard() as environ:
+            for name in CDS_ENV_VARS:
+                environ[name] = 'bogus'
+            environ['PYTHONCDSSTATS'] = os.path.join(tmp, 'stats')
+            # the interpreter reads them: start-up stops on the bad values
+            r = run_python('-c', 'pass', env=dict(os.environ), cwd=tmp)
+            self.assertEqual(r.returncode, 1)
+            self.assertEqual(info(env=clean_env(), cwd=tmp),
+                             ('off', 'None', 'None', 0))
+            self.assertEqual(os.listdir(tmp), [])
+
+    def test_help_env_names_are_listed(self):
+        r = run_python('--help-env')
+        named = set(re.findall(r'\b(PY(?:THON)?CDS[A-Z]*)\b', r.stdout))
+        self.assertTrue(named)
+        self.assertLessEqual(named, set(CDS_ENV_VARS))
+
+    @unittest.skipUnless(sysconfig.is_python_build(), 'needs the C sources')
+    def test_sources_read_no_other_variable(self):
+        # every PYTHONCDS*/PYCDS* name the C sources spell out
+        srcdir = sysconfig.get_config_var('srcdir')
+        names = set()
+        for path in glob.glob(os.path.join(srcdir, 'Python', '**', '*.c'),
+                              recursive=True):
+            with open(path, encoding='utf-8', errors='replace') as f:
+                names.update(re.findall(r'"(PY(?:THON)?CDS[A-Z]*)"', f.read()))
+        self.assertIn('PYTHONCDSSTATS', names)
+        self.assertEqual(names, set(CDS_ENV_VARS))
 
 
 if __name__ == '__main__':

@@ -3,157 +3,17 @@
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import unittest
 
-from test.support import os_helper
-from test.test_cds.util import clean_env, read_list, run_python
 from test.test_cds import format as cdsformat
+from test.test_cds.util import (AppTestCase, clean_env, read_list,
+                                share_args, unprivileged)
 
-# A small application: constants of every archived type, closures, classes,
-# frozensets (hash-seed dependent), non-ASCII identifiers and strings.
-APP_FILES = {
-    'cdsapp/__init__.py': '''
-        """The cdsapp package."""
-        from cdsapp import consts, shapes
-        VERSION = (1, 2)
-    ''',
-    'cdsapp/consts.py': '''
-        BIG = 2 ** 200 - 12345
-        NEG = -(2 ** 70)
-        SMALL = (-5, 0, 256, 257)
-        FLOATS = (1.5, -0.0, float("inf"), 1e300)
-        COMPLEX = 3 + 4j
-        DATA = b"\\x00\\xffbytes"
-        LATIN1 = "caf\\xe9 na\\xefve"
-        UCS2 = "\\u03b1\\u03b2\\u03b3 \\u4e2d\\u6587"
-        UCS4 = "emoji \\U0001F600 \\U0001F680"
-        ÄNDERUNG = "identifier with umlaut"
-        EMPTY = ("", b"", ())
-        NESTED = (1, (2, (3, ("deep", None, True, False, ...))))
-
-        def member(x):
-            return x in {"alpha", "beta", "gamma", 42, (1, 2)}
-
-        def keyword(word):
-            return word in frozenset({"if", "else", "while"})
-    ''',
-    'cdsapp/shapes.py': '''
-        import dataclasses, math
-
-        @dataclasses.dataclass
-        class Point:
-            x: float
-            y: float
-
-            def norm(self):
-                return math.hypot(self.x, self.y)
-
-        def make_adder(n):
-            def add(x):
-                return x + n
-            return add
-
-        def fail(depth=0):
-            if depth == 2:
-                raise ValueError("boom from shapes")
-            return fail(depth + 1)
-
-        class Meta(type):
-            def __repr__(cls):
-                return f"<Meta {cls.__qualname__}>"
-
-        class Shape(metaclass=Meta):
-            sides = 0
-            def describe(self):
-                return f"{type(self).__name__} with {self.sides} sides"
-
-        class Square(Shape):
-            sides = 4
-    ''',
-    'main.py': '''
-        import sys, json, traceback
-        import cdsapp
-        from cdsapp import consts, shapes
-        out = []
-        out.append(repr((consts.BIG, consts.NEG, consts.SMALL, consts.FLOATS,
-                         consts.COMPLEX, consts.DATA, consts.LATIN1,
-                         consts.UCS2, consts.UCS4, consts.ÄNDERUNG,
-                         consts.EMPTY, consts.NESTED)))
-        out.append(repr([consts.member(v) for v in
-                         ("alpha", "delta", 42, (1, 2), 7)]))
-        out.append(repr([consts.keyword(w) for w in ("if", "for")]))
-        p = shapes.Point(3, 4)
-        out.append(repr((p, p.norm(), shapes.make_adder(5)(10))))
-        out.append(repr((shapes.Square().describe(), shapes.Square)))
-        try:
-            shapes.fail()
-        except ValueError:
-            tb = traceback.format_exc()
-            out.append(tb.replace(sys.prefix, "<prefix>"))
-        for m in (cdsapp, consts, shapes, json):
-            spec = m.__spec__
-            out.append(repr((m.__name__, m.__file__, m.__cached__,
-                             spec.origin, spec.cached, type(m.__loader__).__name__,
-                             getattr(m, "__path__", None),
-                             spec.submodule_search_locations,
-                             m.__doc__ and m.__doc__[:20])))
-        print("\\n".join(out))
-    ''',
-}
-
-
-def write_app(root):
-    for rel, text in APP_FILES.items():
-        path = os.path.join(root, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, 'w', encoding='utf-8') as f:
-            f.write(textwrap.dedent(text).lstrip())
-
-
-INFO = 'import _cds, json; print(json.dumps(_cds.info()))'
-
-
-class ShareTestCase(unittest.TestCase):
-
-    def setUp(self):
-        self.tmp = os.path.realpath(tempfile.mkdtemp())
-        self.addCleanup(os_helper.rmtree, self.tmp)
-        write_app(self.tmp)
-        self.main = os.path.join(self.tmp, 'main.py')
-        self.lst = os.path.join(self.tmp, 'app.lst')
-        self.archive = os.path.join(self.tmp, 'app.cds')
-
-    def python(self, *args, env=None, check=True):
-        r = run_python(*args, env=env, cwd=self.tmp)
-        if check:
-            self.assertEqual(r.returncode, 0, r.stderr)
-        return r
-
-    def trace_and_dump(self, *extra):
-        self.python('-X', 'cds=trace', '-X', f'cds_list={self.lst}', *extra,
-                    self.main)
-        r = self.python('-X', 'cds=dump', '-X', f'cds_list={self.lst}',
-                        '-X', f'cds_archive={self.archive}', *extra)
-        return r
-
-    def share(self, *args, archive=None, env=None, check=True):
-        return self.python('-X', 'cds=share',
-                           '-X', f'cds_archive={archive or self.archive}',
-                           *args, env=env, check=check)
-
-    def share_info(self, *args, code='', archive=None, env=None):
-        r = self.share(*args, '-c', code + '\n' + INFO, archive=archive,
-                       env=env)
-        return r, json.loads(r.stdout.splitlines()[-1])
-
-
-class WorkflowTests(ShareTestCase):
+class WorkflowTests(AppTestCase):
 
     def test_same_output_and_served_from_archive(self):
         r = self.trace_and_dump()
@@ -165,16 +25,16 @@ class WorkflowTests(ShareTestCase):
         self.assertIn('boom from shapes', shared.stdout)
 
         listed = {name for name, kind, path in read_list(self.lst)}
-        code = ('import sys; sys.path.insert(0, %r)\n'
-                'import cdsapp, cdsapp.shapes, _cds\n'
-                'assert _cds.is_archived(cdsapp.shapes.make_adder.__code__)\n'
-                # a module's own code object is a heap copy that shares
-                # the archived constants and tables
-                'mod = cdsapp.__spec__.loader.get_code("cdsapp")\n'
-                'assert not _cds.is_archived(mod)\n'
-                'assert _cds.is_archived(mod.co_linetable)\n'
-                'assert not _cds.is_archived(compile("1", "", "eval"))\n'
-                % self.tmp)
+        code = self.app_code('''
+            import cdsapp, cdsapp.shapes, _cds
+            assert _cds.is_archived(cdsapp.shapes.make_adder.__code__)
+            # a module's own code object is a heap copy that shares the
+            # archived constants and tables
+            mod = cdsapp.__spec__.loader.get_code("cdsapp")
+            assert not _cds.is_archived(mod)
+            assert _cds.is_archived(mod.co_linetable)
+            assert not _cds.is_archived(compile("1", "", "eval"))
+        ''')
         r, info = self.share_info(code=code)
         self.assertTrue(info['active'])
         self.assertGreaterEqual(info['served'], 3)
@@ -194,8 +54,7 @@ class WorkflowTests(ShareTestCase):
         self.trace_and_dump()
         with open(self.archive, 'rb') as f:
             first = f.read()
-        self.python('-X', 'cds=dump', '-X', f'cds_list={self.lst}',
-                    '-X', f'cds_archive={self.archive}')
+        self.dump()
         with open(self.archive, 'rb') as f:
             second = f.read()
         self.assertEqual(first, second)
@@ -206,9 +65,7 @@ class WorkflowTests(ShareTestCase):
         self.assertEqual(left, [])
 
     def test_dump_rejects_a_program(self):
-        r = self.python('-X', 'cds=dump', '-X', f'cds_list={self.lst}',
-                        '-X', f'cds_archive={self.archive}', '-c', 'pass',
-                        check=False)
+        r = self.dump('-c', 'pass', check=False)
         self.assertEqual(r.returncode, 2)
         self.assertIn('takes no script', r.stderr)
         self.assertFalse(os.path.exists(self.archive))
@@ -216,22 +73,19 @@ class WorkflowTests(ShareTestCase):
     def test_dump_unwritable_target(self):
         self.trace_and_dump()
         target = os.path.join(self.tmp, 'no-such-dir', 'app.cds')
-        r = self.python('-X', 'cds=dump', '-X', f'cds_list={self.lst}',
-                        '-X', f'cds_archive={target}', check=False)
+        r = self.dump(archive=target, check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn("cannot write archive", r.stderr)
         self.assertIn(target, r.stderr)
 
     def test_dump_missing_or_garbage_list(self):
         missing = os.path.join(self.tmp, 'missing.lst')
-        r = self.python('-X', 'cds=dump', '-X', f'cds_list={missing}',
-                        '-X', f'cds_archive={self.archive}', check=False)
+        r = self.dump(lst=missing, check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn(missing, r.stderr)
         with open(self.lst, 'w') as f:
             f.write('json\tsource\t/x.py\nnot a list line\n')
-        r = self.python('-X', 'cds=dump', '-X', f'cds_list={self.lst}',
-                        '-X', f'cds_archive={self.archive}', check=False)
+        r = self.dump(check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn('line 2', r.stderr)
         self.assertFalse(os.path.exists(self.archive))
@@ -251,9 +105,7 @@ class WorkflowTests(ShareTestCase):
                  'zipimport\tfrozen']
         with open(self.lst, 'w') as f:
             f.write('\n'.join(lines) + '\n')
-        r = self.python('-X', 'cds=dump', '-X', 'cds_verbose',
-                        '-X', f'cds_list={self.lst}',
-                        '-X', f'cds_archive={self.archive}')
+        r = self.dump('-X', 'cds_verbose')
         self.assertRegex(r.stderr, r'cds: dump: 2 modules archived, 5 skipped')
         self.assertIn('skipped no_such_module', r.stderr)
         self.assertIn('skipped broken: SyntaxError', r.stderr)
@@ -264,9 +116,8 @@ class WorkflowTests(ShareTestCase):
 
     def test_tracebacks_inspect_and_attributes(self):
         self.trace_and_dump()
-        code = textwrap.dedent('''
+        code = self.app_code('''
             import sys, inspect, dis, io, marshal, pickle
-            sys.path.insert(0, %r)
             from cdsapp import shapes, consts
             print(inspect.getsource(shapes.make_adder))
             buf = io.StringIO()
@@ -281,21 +132,22 @@ class WorkflowTests(ShareTestCase):
             print(shapes.fail.__code__.co_qualname,
                   [sorted(c, key=repr) if isinstance(c, frozenset) else c
                    for c in consts.member.__code__.co_consts])
-        ''' % self.tmp)
+        ''')
         off = self.python('-c', code)
         shared = self.share('-c', code)
         self.assertEqual(shared.stdout, off.stdout)
 
 
-class StalenessTests(ShareTestCase):
+class StalenessTests(AppTestCase):
 
     def setUp(self):
         super().setUp()
         self.trace_and_dump()
         self.shapes = os.path.join(self.tmp, 'cdsapp', 'shapes.py')
-        self.probe = ('import sys; sys.path.insert(0, %r)\n'
-                      'from cdsapp import shapes\n'
-                      'print(getattr(shapes, "MARK", "old"))\n' % self.tmp)
+        self.probe = self.app_code('''
+            from cdsapp import shapes
+            print(getattr(shapes, "MARK", "old"))
+        ''')
 
     def probe_run(self):
         r, info = self.share_info(code=self.probe)
@@ -328,8 +180,7 @@ class StalenessTests(ShareTestCase):
         time.sleep(0.01)
         with open(self.shapes, 'w') as f:
             f.write(new)
-        code = ('import sys; sys.path.insert(0, %r)\n'
-                'from cdsapp import shapes; print(shapes.Square.sides)\n' % self.tmp)
+        code = self.app_code('from cdsapp import shapes; print(shapes.Square.sides)')
         r, info = self.share_info(code=code)
         self.assertEqual(r.stdout.splitlines()[0], '5')
         self.assertEqual(info['stale'], 1)
@@ -367,27 +218,32 @@ class StalenessTests(ShareTestCase):
         self.assertEqual(r.stdout.splitlines()[0], 'shadow')
 
 
-class BadArchiveTests(ShareTestCase):
+class BadArchiveTests(AppTestCase):
+    # each test damages a copy of the archive, in its scratch directory
+    ARCHIVE_PER_CLASS = True
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        with open(cls.archive, 'rb') as f:
+            cls.good = f.read()
 
     def setUp(self):
         super().setUp()
-        self.trace_and_dump()
-        with open(self.archive, 'rb') as f:
-            self.good = f.read()
-        self.expected = self.python(self.main).stdout
+        self.bad = os.path.join(self.scratch, 'bad.cds')
 
-    def check_unusable(self, data, reason):
-        bad = os.path.join(self.tmp, 'bad.cds')
+    def check_unusable(self, data, reason, **kwargs):
+        bad = self.bad
         if data is not None:
             with open(bad, 'wb') as f:
                 f.write(data)
-        r = self.share('-X', 'cds_verbose', self.main, archive=bad)
+        r = self.share('-X', 'cds_verbose', self.main, archive=bad, **kwargs)
         self.assertEqual(r.stdout, self.expected)
         self.assertIn(f"cds: archive '{bad}' not used: ", r.stderr)
         self.assertIn(reason, r.stderr)
         self.assertEqual(len([l for l in r.stderr.splitlines() if 'not used' in l]), 1)
         # silent without -X cds_verbose
-        r = self.share(self.main, archive=bad)
+        r = self.share(self.main, archive=bad, **kwargs)
         self.assertEqual((r.stdout, r.stderr), (self.expected, ''))
 
     def test_missing(self):
@@ -399,8 +255,7 @@ class BadArchiveTests(ShareTestCase):
         self.check_unusable(b'hello world\n' * 1000, 'bad magic')
 
     def test_directory(self):
-        bad = os.path.join(self.tmp, 'bad.cds')
-        os.mkdir(bad)
+        os.mkdir(self.bad)
         self.check_unusable(None, 'not a regular file')
 
     def test_truncated(self):
@@ -435,7 +290,7 @@ class BadArchiveTests(ShareTestCase):
 
     def run_damaged(self, data, *args):
         # the program's output is the same; return the archive's diagnostics
-        bad = os.path.join(self.tmp, 'bad.cds')
+        bad = self.bad
         with open(bad, 'wb') as f:
             f.write(data)
         r = self.share('-X', 'cds_verbose', *args, self.main, archive=bad)
@@ -450,8 +305,8 @@ class BadArchiveTests(ShareTestCase):
         data[victim['cold_start'] + 24] ^= 0xFF
         bad, stderr = self.run_damaged(data)
         self.assertIn('module cdsapp.shapes: checksum mismatch', stderr)
-        code = 'import sys; sys.path.insert(0, %r); import cdsapp' % self.tmp
-        r, info = self.share_info(code=code, archive=bad)
+        r, info = self.share_info(code=self.app_code('import cdsapp'),
+                                  archive=bad)
         self.assertEqual(info['rejected'], 1)
         self.assertGreater(info['served'], 1)
 
@@ -503,38 +358,40 @@ class BadArchiveTests(ShareTestCase):
         self.assertIn('module cdsapp.shapes: bad shared string', stderr)
 
     def test_unreadable(self):
-        if os.geteuid() == 0:
-            self.skipTest('root can read any file')
-        bad = os.path.join(self.tmp, 'bad.cds')
-        shutil.copy(self.archive, bad)
-        os.chmod(bad, 0)
-        self.check_unusable(None, 'cannot open')
+        # root reads any file: as root, the interpreter runs as "nobody"
+        user = unprivileged()
+        shutil.copy(self.archive, self.bad)
+        os.chmod(self.bad, 0)
+        for path in (self.tmp, self.scratch):
+            os.chmod(path, 0o755)
+        self.check_unusable(None, 'cannot open', **user)
+        # the same run can use a readable archive
+        os.chmod(self.bad, 0o644)
+        r, info = self.share_info(code=self.app_code('import cdsapp'),
+                                  archive=self.bad, **user)
+        self.assertTrue(info['active'])
+        self.assertGreater(info['served'], 0)
 
     def test_other_optimization_level(self):
         r = self.share('-O', '-X', 'cds_verbose', '-c', 'pass')
         self.assertIn('optimization level', r.stderr)
 
 
-class RuntimeTests(ShareTestCase):
-
-    def setUp(self):
-        super().setUp()
-        self.trace_and_dump()
+class RuntimeTests(AppTestCase):
+    ARCHIVE_PER_CLASS = True
 
     def test_hash_seeds(self):
-        expected = self.python(self.main).stdout
         for seed in ('0', '1', '12345', 'random'):
             with self.subTest(seed=seed):
                 env = clean_env(PYTHONHASHSEED=seed)
                 r = self.share(self.main, env=env)
-                self.assertEqual(r.stdout, expected)
+                self.assertEqual(r.stdout, self.expected)
 
     def test_forced_relocation(self):
-        expected = self.python(self.main).stdout
         r = self.share('-X', 'cds_relocate', self.main)
-        self.assertEqual(r.stdout, expected)
-        code = 'import sys; sys.path.insert(0, %r); import cdsapp.shapes' % self.tmp
-        r, info = self.share_info('-X', 'cds_relocate', code=code)
+        self.assertEqual(r.stdout, self.expected)
+        r, info = self.share_info('-X', 'cds_relocate',
+                                  code=self.app_code('import cdsapp.shapes'))
         self.assertFalse(info['mapped_at_preferred_address'])
         self.assertGreater(info['served'], 0)
         self.assertEqual(info['rejected'], 0)
@@ -549,8 +406,7 @@ class RuntimeTests(ShareTestCase):
         self.assertEqual(self.share('-c', code).stdout.strip(), 'True')
 
     def test_identifiers_are_interned(self):
-        code = textwrap.dedent('''
-            import sys; sys.path.insert(0, %r)
+        code = self.app_code('''
             from cdsapp import shapes
             names = shapes.Point.norm.__code__.co_names
             for n in names:
@@ -558,16 +414,15 @@ class RuntimeTests(ShareTestCase):
             assert sys.intern("make_" + "adder") is shapes.make_adder.__code__.co_name
             p = shapes.Point(1, 2)
             assert list(vars(p)) == ["x", "y"]
-        ''' % self.tmp)
+        ''')
         self.share_info(code=code)
 
     def test_module_and_class_bodies_are_copies(self):
         # they run once, at import: served as heap copies so that the
         # archived bytecode stays unwritten; functions' code is archived,
         # and code watchers hear of as many code objects as without archive
-        code = textwrap.dedent('''
+        code = self.app_code('''
             import sys, gc, _cds, _testcapi
-            sys.path.insert(0, %r)
             watcher = _testcapi.add_code_watcher(0)
             from cdsapp import shapes
             created = _testcapi.get_code_watcher_num_created_events(watcher)
@@ -581,16 +436,15 @@ class RuntimeTests(ShareTestCase):
                   [_cds.is_archived(c) for c in [mod] + bodies],
                   sorted({_cds.is_archived(c) for c in methods}),
                   shapes.Square().describe(), shapes.Point(3, 4).norm())
-        ''' % self.tmp)
+        ''')
         off = self.python('-c', code).stdout
         r = self.share('-c', code)
         self.assertEqual(r.stdout.replace('True', 'False'), off)
         self.assertIn('[False, False, False] [True]', r.stdout)
 
     def test_tracing_monitoring_and_specialization(self):
-        code = textwrap.dedent('''
+        code = self.app_code('''
             import sys, weakref, gc
-            sys.path.insert(0, %r)
             from cdsapp import shapes, consts
             events = []
             def tracer(frame, event, arg):
@@ -620,7 +474,7 @@ class RuntimeTests(ShareTestCase):
             print(r() is shapes.fail.__code__)
             gc.collect()
             print(gc.collect() >= 0)
-        ''' % self.tmp)
+        ''')
         off = self.python('-c', code)
         shared = self.share('-c', code)
         self.assertEqual(shared.stdout, off.stdout)
@@ -644,30 +498,78 @@ class RuntimeTests(ShareTestCase):
         self.assertEqual(shared.stdout, off.stdout)
 
     def test_subinterpreters_use_normal_imports(self):
-        code = textwrap.dedent('''
-            import _interpreters
-            interp = _interpreters.create()
-            _interpreters.run_string(interp, "import json; json.dumps([1])")
-            _interpreters.destroy(interp)
+        # Archived objects belong to the main interpreter: a subinterpreter
+        # (isolated or legacy) imports the archived modules the normal way
+        # and gets what a process without the archive gets; the main
+        # interpreter's modules still come from the archive.
+        sub = self.app_code('''
+            import json, _cds
+            import cdsapp
+            from cdsapp import consts, shapes
+            funcs = (shapes.make_adder, shapes.Point.norm, consts.member,
+                     shapes.fail, json.dumps)
+            modules = [(m.__name__, m.__file__, m.__cached__,
+                        type(m.__loader__).__name__, m.__spec__.origin)
+                       for m in (cdsapp, consts, shapes, json)]
+            code = [(f.__code__.co_code, f.__code__.co_names,
+                     f.__code__.co_linetable) for f in funcs]
+            print("SUB", [_cds.is_archived(f.__code__) for f in funcs],
+                  modules, code, consts.BIG, consts.UCS4, consts.member("beta"),
+                  shapes.Point(3, 4).norm(), shapes.Square().describe(),
+                  flush=True)
         ''')
-        self.share_info(code=code)
+        code = self.app_code('''
+            import _cds, _interpreters, json
+            served = []
+            for config in ("isolated", "legacy"):
+                served.append(_cds.info()["served"])
+                interp = _interpreters.create(config)
+                error = _interpreters.run_string(interp, SUB_CODE)
+                _interpreters.destroy(interp)
+                assert error is None, error
+            served.append(_cds.info()["served"])
+            from cdsapp import shapes
+            print(json.dumps({
+                "served_by_subinterpreters": [b - a for a, b
+                                              in zip(served, served[1:])],
+                "served_after": _cds.info()["served"] - served[-1],
+                "archived": _cds.is_archived(shapes.make_adder.__code__)}))
+        ''').replace('SUB_CODE', repr(sub))
+        off = self.python('-c', code).stdout.splitlines()
+        shared = self.share('-c', code).stdout.splitlines()
+        # the subinterpreters: the same modules, code and results as
+        # without the archive, and no archived code
+        self.assertEqual(len(shared), 3)
+        self.assertEqual(shared[:2], off[:2])
+        for line in shared[:2]:
+            self.assertTrue(line.startswith('SUB [False, False, False, False, '
+                                            'False] '), line)
+        # nothing served while they ran; then cdsapp and its imports are
+        # served to the main interpreter
+        self.assertEqual(json.loads(off[2]),
+                         {'served_by_subinterpreters': [0, 0],
+                          'served_after': 0, 'archived': False})
+        main = json.loads(shared[2])
+        self.assertEqual(main['served_by_subinterpreters'], [0, 0])
+        self.assertGreaterEqual(main['served_after'], 3)
+        self.assertTrue(main['archived'])
 
     def test_concurrent_processes_while_redumped(self):
-        expected = self.python(self.main).stdout
-        cmd = [sys.executable, '-X', 'cds=share',
-               '-X', f'cds_archive={self.archive}', self.main]
+        # (a copy of the class's archive, redumped in place)
+        archive = os.path.join(self.scratch, 'redumped.cds')
+        shutil.copy(self.archive, archive)
+        cmd = [sys.executable, *share_args(archive), self.main]
         procs = []
         for round in range(3):
             procs += [subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, text=True,
                                        env=clean_env(), cwd=self.tmp)
                       for _ in range(3)]
-            self.python('-X', 'cds=dump', '-X', f'cds_list={self.lst}',
-                        '-X', f'cds_archive={self.archive}')
+            self.dump(archive=archive)
         for p in procs:
             out, err = p.communicate(timeout=120)
             self.assertEqual(p.returncode, 0, err)
-            self.assertEqual(out, expected)
+            self.assertEqual(out, self.expected)
 
 
 if __name__ == '__main__':

@@ -4,23 +4,21 @@ import os
 import stat
 import subprocess
 import sys
-import tempfile
 import unittest
 
-from test.support import os_helper
-from test.test_cds.util import clean_env, read_list, run_python
+from test.test_cds.util import (clean_env, read_list, run_python, temp_dir,
+                                trace_args, unprivileged)
 
 
 class TraceTests(unittest.TestCase):
 
     def setUp(self):
-        self.tmp = tempfile.mkdtemp()
-        self.addCleanup(os_helper.rmtree, self.tmp)
+        self.tmp = temp_dir(self.addCleanup)
         self.lst = os.path.join(self.tmp, 'app.lst')
 
-    def trace(self, code, *args, lst=None, check=True):
-        r = run_python('-X', 'cds=trace', '-X', f'cds_list={lst or self.lst}',
-                       *args, '-c', code, cwd=self.tmp)
+    def trace(self, code, *args, lst=None, check=True, **kwargs):
+        r = run_python(*trace_args(lst or self.lst), *args, '-c', code,
+                       cwd=self.tmp, **kwargs)
         if check:
             self.assertEqual(r.returncode, 0, r.stderr)
         return r
@@ -131,13 +129,23 @@ class TraceTests(unittest.TestCase):
         r = self.trace('import sys; sys.exit(5)', lst=bad, check=False)
         self.assertEqual(r.returncode, 5)
 
-    @unittest.skipIf(os.geteuid() == 0, 'root can write anywhere')
     def test_read_only_directory(self):
-        os.chmod(self.tmp, stat.S_IRUSR | stat.S_IXUSR)
+        # root writes anywhere: as root, the interpreter runs as "nobody"
+        user = unprivileged()
+        mode = stat.S_IRUSR | stat.S_IXUSR | stat.S_IRGRP | stat.S_IXGRP \
+            | stat.S_IROTH | stat.S_IXOTH
+        os.chmod(self.tmp, mode)
         self.addCleanup(os.chmod, self.tmp, stat.S_IRWXU)
-        r = self.trace('pass', check=False)
-        self.assertEqual(r.returncode, 0)
-        self.assertIn('cds: warning', r.stderr)
+        r = self.trace('print("out")', check=False, **user)
+        self.assertEqual((r.returncode, r.stdout), (0, 'out\n'))
+        self.assertIn('cds: warning: cannot write module list', r.stderr)
+        self.assertIn(self.lst, r.stderr)
+        self.assertEqual(os.listdir(self.tmp), [])
+        # the same user writes it where it may
+        os.chmod(self.tmp, mode | stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+        r = self.trace('pass', **user)
+        self.assertEqual(r.stderr, '')
+        self.assertIn('_frozen_importlib', self.names())
 
     def test_garbage_list_is_reported_and_kept(self):
         garbage = '# pycds module list 1\njson\tsource\t/x/json.py\nthis is not a list\n'
