@@ -4,11 +4,9 @@
  * DUMP (cds_dump.c) adds one module at a time; its code object and every
  * constant it reaches are copied, in their in-memory form, into the region
  * that matches what will write to them at run time (see R_STR in
- * cds_format.h), with each pointer slot recorded.  Laying out then places
- * the regions in the file, resolves the archive-internal pointers for the
- * preferred address, makes the relocation and fixup records and the index
- * with its checksums: everything but the file write (cds_filemap.c).  The
- * object switch is write_object(), as marshal.c's w_object().
+ * cds_format.h), with each pointer slot and fixup recorded, per module.
+ * cds_layout.c then places it all in the file.  The object switch is
+ * write_object(), as marshal.c's w_object().
  *
  * Errors: functions return -1 with a Python exception set (MemoryError,
  * or a TypeError naming a constant that cannot be archived); a module that
@@ -23,17 +21,10 @@
 #include "pycore_object.h"        // _PyObject_VAR_SIZE()
 #include "marshal.h"              // PyMarshal_WriteObjectToString()
 #include "cds_internal.h"
+#include "cds_builder.h"
 
 #include <errno.h>
 #include <sys/stat.h>
-
-/* DUMP only: the start-up strings, written first in R_STR (cds_dump.c) */
-#define R_SEED CDS_NREGIONS
-
-typedef struct {
-    char *data;
-    size_t len, cap;
-} buffer;
 
 static int
 buf_reserve(buffer *b, size_t extra)
@@ -70,8 +61,8 @@ buf_alloc(buffer *b, size_t size)
     return (Py_ssize_t)start;
 }
 
-static int
-buf_append(buffer *b, const void *data, size_t size)
+int
+_PyCDS_BufAppend(buffer *b, const void *data, size_t size)
 {
     if (buf_reserve(b, size) < 0) {
         return -1;
@@ -81,20 +72,6 @@ buf_append(buffer *b, const void *data, size_t size)
     return 0;
 }
 
-
-/* A pointer slot, by region and offset within the region. */
-typedef struct {
-    uint32_t region;
-    uint32_t kind;        /* RELOC_* for pointers, FIXUP_* for fixups */
-    uint64_t offset;
-    uint32_t target_region;
-    uint64_t target;      /* offset in target_region (RELOC_ARCHIVE) */
-} slot_rec;
-
-typedef struct {
-    slot_rec *items;
-    size_t len, cap;
-} slot_vec;
 
 static int
 slots_add(slot_vec *v, slot_rec rec)
@@ -113,35 +90,6 @@ slots_add(slot_vec *v, slot_rec rec)
     return 0;
 }
 
-typedef struct {
-    uint32_t kind;
-    PyObject *name;      /* str */
-    PyObject *path;      /* bytes (file system encoding) or NULL */
-    int64_t mtime_ns, size;
-    uint32_t code_region;
-    uint64_t code;
-    uint64_t start[CDS_NREGIONS], end[CDS_NREGIONS];
-    size_t ptr_start, ptr_end;       /* in writer.ptrs */
-    size_t fix_start, fix_end;       /* in writer.fixups */
-} module_rec;
-
-struct _PyCDS_Builder {
-    const _PyCDS_Image *image;          /* the interpreter image */
-    buffer region[CDS_NREGIONS + 1];    /* and R_SEED */
-    PyObject *strings;    /* interned str -> (offset << 3) | region, one
-                             per archive, in R_STR or R_SEED */
-    PyObject *startup;    /* set of the start-up strings, or NULL */
-    slot_vec ptrs;        /* pointer slots (relocations) */
-    slot_vec fixups;      /* fixups, in the order they must run */
-    slot_vec mod_interns, mod_frozensets, mod_codes;   /* per module */
-    module_rec *modules;
-    size_t nmodules, capmodules;
-    PyObject *memo;       /* id(obj) -> (region, offset), per module */
-    PyObject *keep;       /* objects made while dumping, kept alive */
-    Py_ssize_t objects;
-    uint32_t code_versions;   /* code objects given a co_version so far */
-};
-typedef struct _PyCDS_Builder writer;
 
 static int write_object(writer *w, PyObject *op, uint32_t *region,
                         uint64_t *offset);
@@ -739,261 +687,3 @@ error:
 }
 
 
-/* --- laying out ---------------------------------------------------------- */
-
-/* Index order: by kind, name, path (SHARE looks entries up by bisection). */
-static int
-compare_modules(const void *a, const void *b)
-{
-    const module_rec *x = *(const module_rec * const *)a;
-    const module_rec *y = *(const module_rec * const *)b;
-    if (x->kind != y->kind) {
-        return x->kind < y->kind ? -1 : 1;
-    }
-    int c = strcmp(PyUnicode_AsUTF8(x->name), PyUnicode_AsUTF8(y->name));
-    if (c != 0) {
-        return c;
-    }
-    const char *px = x->path ? PyBytes_AS_STRING(x->path) : "";
-    const char *py = y->path ? PyBytes_AS_STRING(y->path) : "";
-    return strcmp(px, py);
-}
-
-static uint64_t
-page_align(uint64_t n)
-{
-    return (n + CDS_PAGE - 1) & ~(uint64_t)(CDS_PAGE - 1);
-}
-
-static uint64_t
-align16(uint64_t n)
-{
-    return (n + CDS_ALIGN - 1) & ~(uint64_t)(CDS_ALIGN - 1);
-}
-
-/* The string table: names and paths, in index order. */
-static int
-build_strtab(module_rec **order, size_t n, cds_index_entry *index,
-             buffer *strtab)
-{
-    for (size_t i = 0; i < n; i++) {
-        module_rec *m = order[i];
-        Py_ssize_t len;
-        const char *s = PyUnicode_AsUTF8AndSize(m->name, &len);
-        if (s == NULL) {
-            return -1;
-        }
-        index[i].kind = m->kind;
-        index[i].name_off = strtab->len;
-        index[i].name_len = (uint32_t)len;
-        if (buf_append(strtab, s, len + 1) < 0) {
-            return -1;
-        }
-        if (m->path != NULL) {
-            index[i].path_off = strtab->len;
-            index[i].path_len = PyBytes_GET_SIZE(m->path);
-            if (buf_append(strtab, PyBytes_AS_STRING(m->path),
-                           PyBytes_GET_SIZE(m->path) + 1) < 0) {
-                return -1;
-            }
-        }
-    }
-    return 0;
-}
-
-/* Place the tables and regions in the file: fills the header's offsets
-   and sizes, and region_base[] (the file offset of each builder region;
-   R_STR holds the seed, padded to 16 bytes, then the other strings). */
-static void
-place_regions(writer *w, cds_header *h, size_t n, size_t strtab_len,
-              uint64_t region_base[CDS_NREGIONS + 1])
-{
-    uint64_t seed_pad = align16(w->region[R_SEED].len);
-    h->preferred_base = CDS_PREFERRED_BASE;
-    h->index_offset = CDS_PAGE;
-    h->module_count = n;
-    h->strtab_offset = h->index_offset + n * sizeof(cds_index_entry);
-    h->strtab_size = strtab_len;
-    h->reloc_offset = align16(h->strtab_offset + h->strtab_size);
-    h->reloc_count = w->ptrs.len;
-    h->fixup_offset = h->reloc_offset + 8 * h->reloc_count;
-    h->fixup_count = w->fixups.len;
-    uint64_t at = h->fixup_offset + sizeof(cds_fixup) * h->fixup_count;
-    for (int r = 0; r < CDS_NREGIONS; r++) {
-        h->region_offset[r] = page_align(at);
-        h->region_size[r] = w->region[r].len + (r == R_STR ? seed_pad : 0);
-        at = h->region_offset[r] + h->region_size[r];
-    }
-    h->file_size = page_align(at);
-    h->seed_size = w->region[R_SEED].len;
-    for (int r = 0; r < CDS_NREGIONS; r++) {
-        region_base[r] = h->region_offset[r];
-    }
-    region_base[R_SEED] = h->region_offset[R_STR];
-    region_base[R_STR] += seed_pad;
-}
-
-/* Resolve archive-internal pointers for the preferred address, and make
-   the relocation and fixup records. */
-static void
-resolve_pointers(writer *w, const uint64_t region_base[CDS_NREGIONS + 1],
-                 uint64_t *relocs, cds_fixup *fixups)
-{
-    for (size_t i = 0; i < w->ptrs.len; i++) {
-        slot_rec *r = &w->ptrs.items[i];
-        uint64_t file_off = region_base[r->region] + r->offset;
-        if (r->kind == RELOC_ARCHIVE) {
-            uint64_t value = CDS_PREFERRED_BASE + region_base[r->target_region]
-                             + r->target;
-            memcpy(w->region[r->region].data + r->offset, &value, 8);
-        }
-        relocs[i] = file_off | r->kind;
-    }
-    for (size_t i = 0; i < w->fixups.len; i++) {
-        slot_rec *r = &w->fixups.items[i];
-        fixups[i].offset = region_base[r->region] + r->offset;
-        fixups[i].kind = r->kind;
-    }
-}
-
-/* A module's checksum: its objects, its fixups, and the contents of the
-   shared strings it interns, once per run of fixups of the same string
-   (the order in which SHARE verifies them). */
-static uint64_t
-module_checksum(writer *w, const module_rec *m, const cds_fixup *fixups,
-                const cds_index_entry *e)
-{
-    uint64_t c = 0;
-    for (int r = 1; r < CDS_NREGIONS; r++) {
-        c = _PyCDS_Checksum(c, w->region[r].data + m->start[r],
-                            m->end[r] - m->start[r]);
-    }
-    c = _PyCDS_Checksum(c, fixups + e->fixup_start,
-                        sizeof(cds_fixup) * e->fixup_count);
-    const slot_rec *prev = NULL;
-    for (size_t k = m->fix_start; k < m->fix_end; k++) {
-        slot_rec *r = &w->fixups.items[k];
-        if (r->kind == FIXUP_INTERN
-            && (prev == NULL || prev->target != r->target
-                || prev->target_region != r->target_region))
-        {
-            c = _PyCDS_StringDigest(c, (const PyASCIIObject *)
-                                    (w->region[r->target_region].data + r->target));
-            prev = r;
-        }
-    }
-    return c;
-}
-
-/* The per-module index entries, with their checksums. */
-static void
-fill_index(writer *w, module_rec **order, size_t n, const cds_header *h,
-           const uint64_t region_base[CDS_NREGIONS + 1],
-           cds_index_entry *index, const uint64_t *relocs,
-           const cds_fixup *fixups)
-{
-    for (size_t i = 0; i < n; i++) {
-        module_rec *m = order[i];
-        cds_index_entry *e = &index[i];
-        e->mtime_ns = m->mtime_ns;
-        e->size = m->size;
-        e->code = region_base[m->code_region] + m->code;
-        for (int r = 0; r < CDS_NRANGES; r++) {
-            e->range[r][0] = h->region_offset[r + 1] + m->start[r + 1];
-            e->range[r][1] = h->region_offset[r + 1] + m->end[r + 1];
-        }
-        e->reloc_start = m->ptr_start;
-        e->reloc_count = m->ptr_end - m->ptr_start;
-        e->fixup_start = m->fix_start;
-        e->fixup_count = m->fix_end - m->fix_start;
-        e->reloc_checksum = _PyCDS_Checksum(0, relocs + e->reloc_start,
-                                            8 * e->reloc_count);
-        e->checksum = module_checksum(w, m, fixups, e);
-    }
-}
-
-static void
-add_piece(_PyCDS_Layout *lay, uint64_t offset, const void *data, uint64_t len)
-{
-    assert(lay->npieces < CDS_MAX_PIECES);
-    lay->piece[lay->npieces].offset = offset;
-    lay->piece[lay->npieces].data = data ? data : "";
-    lay->piece[lay->npieces].len = len;
-    lay->npieces++;
-}
-
-int
-_PyCDS_BuilderLayout(_PyCDS_Builder *w, _PyCDS_Layout *lay)
-{
-    size_t n = w->nmodules;
-    memset(lay, 0, sizeof(*lay));
-    module_rec **order = PyMem_RawMalloc((n ? n : 1) * sizeof(module_rec *));
-    buffer strtab = {NULL, 0, 0};
-    lay->index = PyMem_RawCalloc(n ? n : 1, sizeof(cds_index_entry));
-    lay->relocs = PyMem_RawMalloc((w->ptrs.len ? w->ptrs.len : 1) * 8);
-    lay->fixups = PyMem_RawMalloc((w->fixups.len ? w->fixups.len : 1)
-                                  * sizeof(cds_fixup));
-    if (order == NULL || lay->index == NULL || lay->relocs == NULL
-        || lay->fixups == NULL)
-    {
-        PyErr_NoMemory();
-        goto error;
-    }
-    for (size_t i = 0; i < n; i++) {
-        order[i] = &w->modules[i];
-    }
-    qsort(order, n, sizeof(module_rec *), compare_modules);
-    if (build_strtab(order, n, lay->index, &strtab) < 0) {
-        goto error;
-    }
-    lay->strtab = strtab.data;
-
-    cds_header *h = &lay->header;
-    memcpy(h->magic, CDS_MAGIC, 8);
-    h->format_version = CDS_FORMAT_VERSION;
-    h->header_size = sizeof(cds_header);
-    _PyCDS_Fingerprint(h->fingerprint);
-    uint64_t region_base[CDS_NREGIONS + 1];
-    place_regions(w, h, n, strtab.len, region_base);
-    h->seed_checksum = _PyCDS_Checksum(0, w->region[R_SEED].data
-                                          ? w->region[R_SEED].data : "",
-                                       h->seed_size);
-    h->optimize = _Py_GetConfig()->optimization_level;
-    resolve_pointers(w, region_base, lay->relocs, lay->fixups);
-    fill_index(w, order, n, h, region_base, lay->index, lay->relocs,
-               lay->fixups);
-    h->index_checksum = _PyCDS_Checksum(
-        _PyCDS_Checksum(0, lay->index, n * sizeof(cds_index_entry)),
-        strtab.data ? strtab.data : "", strtab.len);
-    h->header_checksum = _PyCDS_Checksum(0, h, sizeof(*h));
-
-    /* what the file holds, in order; the gaps are zeros */
-    add_piece(lay, 0, h, sizeof(*h));
-    add_piece(lay, h->index_offset, lay->index, n * sizeof(cds_index_entry));
-    add_piece(lay, h->strtab_offset, strtab.data, strtab.len);
-    add_piece(lay, h->reloc_offset, lay->relocs, 8 * h->reloc_count);
-    add_piece(lay, h->fixup_offset, lay->fixups,
-              sizeof(cds_fixup) * h->fixup_count);
-    add_piece(lay, region_base[R_SEED], w->region[R_SEED].data, h->seed_size);
-    for (int r = 0; r < CDS_NREGIONS; r++) {
-        add_piece(lay, region_base[r], w->region[r].data, w->region[r].len);
-    }
-    PyMem_RawFree(order);
-    return 0;
-
-error:
-    PyMem_RawFree(order);
-    PyMem_RawFree(strtab.data);
-    _PyCDS_LayoutClear(lay);
-    return -1;
-}
-
-void
-_PyCDS_LayoutClear(_PyCDS_Layout *lay)
-{
-    PyMem_RawFree(lay->index);
-    PyMem_RawFree(lay->strtab);
-    PyMem_RawFree(lay->relocs);
-    PyMem_RawFree(lay->fixups);
-    memset(lay, 0, sizeof(*lay));
-}

@@ -188,20 +188,16 @@ read_path(const PyConfig *config, const wchar_t *xname, const char *env1,
     return _PyStatus_OK();
 }
 
-PyStatus
-_PyCDS_ReadConfig(const PyConfig *config)
+/* -X cds_protect, PYTHONCDSPROTECT: write-protect the archive's
+   never-written parts (a checking mode) */
+static PyStatus
+read_protect(const PyConfig *config, _PyCDS_Settings *s)
 {
-    _PyCDS_Settings s = DEFAULT_SETTINGS;
     int present;
-
-    /* testing aid: force the relocation path of SHARE */
-    (void)get_xoption(config, L"cds_relocate", &s.force_relocation);
-
-    /* write-protect the archive's never-written parts (a checking mode) */
     const wchar_t *xprotect = get_xoption(config, L"cds_protect", &present);
     if (present) {
         if (wcscmp(xprotect, L"") == 0 || wcscmp(xprotect, L"1") == 0) {
-            s.protect = 1;
+            s->protect = 1;
         }
         else if (wcscmp(xprotect, L"0") != 0) {
             return PyStatus_Error("bad value for option -X cds_protect "
@@ -209,21 +205,27 @@ _PyCDS_ReadConfig(const PyConfig *config)
         }
     }
     else if (get_env(config, "PYTHONCDSPROTECT") != NULL) {
-        s.protect = 1;
+        s->protect = 1;
     }
+    return _PyStatus_OK();
+}
 
-    /* mode: -X cds wins over PYTHONCDS, which wins over PYCDSMODE */
+/* The mode: -X cds wins over PYTHONCDS, which wins over PYCDSMODE */
+static PyStatus
+read_mode(const PyConfig *config, _PyCDS_Settings *s)
+{
+    int present;
     const wchar_t *xmode = get_xoption(config, L"cds", &present);
     if (present) {
         if (xmode[0] == L'\0') {
-            s.mode = _PyCDS_SHARE;   /* "-X cds" alone turns sharing on */
+            s->mode = _PyCDS_SHARE;   /* "-X cds" alone turns sharing on */
         }
         else {
             char *value = _Py_EncodeLocaleRaw(xmode, NULL);
             if (value == NULL) {
                 return _PyStatus_NO_MEMORY();
             }
-            int err = parse_mode(value, 0, &s.mode);
+            int err = parse_mode(value, 0, &s->mode);
             PyMem_RawFree(value);
             if (err < 0) {
                 return PyStatus_Error("bad value for option -X cds (expected "
@@ -231,31 +233,37 @@ _PyCDS_ReadConfig(const PyConfig *config)
                                      "\"share\")");
             }
         }
-        s.mode_source = "-X cds";
+        s->mode_source = "-X cds";
     }
     else if (get_env(config, "PYTHONCDS") != NULL) {
-        if (parse_mode(get_env(config, "PYTHONCDS"), 0, &s.mode) < 0) {
+        if (parse_mode(get_env(config, "PYTHONCDS"), 0, &s->mode) < 0) {
             return PyStatus_Error("bad value for PYTHONCDS (expected \"off\", "
                                  "\"trace\", \"dump\" or \"share\")");
         }
-        s.mode_source = "PYTHONCDS";
+        s->mode_source = "PYTHONCDS";
     }
     else if (get_env(config, "PYCDSMODE") != NULL) {
-        if (parse_mode(get_env(config, "PYCDSMODE"), 1, &s.mode) < 0) {
+        if (parse_mode(get_env(config, "PYCDSMODE"), 1, &s->mode) < 0) {
             return PyStatus_Error("bad value for PYCDSMODE (expected TRACE, "
                                  "DUMP, SHARE or OFF)");
         }
-        s.mode_source = "PYCDSMODE";
+        s->mode_source = "PYCDSMODE";
     }
+    return _PyStatus_OK();
+}
 
-    /* verbosity */
+/* -X cds_verbose, PYTHONCDSVERBOSE, PYCDSVERBOSE */
+static PyStatus
+read_verbose(const PyConfig *config, _PyCDS_Settings *s)
+{
+    int present;
     const wchar_t *xverbose = get_xoption(config, L"cds_verbose", &present);
     if (present) {
         char *value = _Py_EncodeLocaleRaw(xverbose, NULL);
         if (value == NULL) {
             return _PyStatus_NO_MEMORY();
         }
-        int err = parse_level(value, &s.verbose);
+        int err = parse_level(value, &s->verbose);
         PyMem_RawFree(value);
         if (err < 0) {
             return PyStatus_Error("bad value for option -X cds_verbose "
@@ -269,7 +277,7 @@ _PyCDS_ReadConfig(const PyConfig *config)
             env = get_env(config, "PYCDSVERBOSE");
             name = "PYCDSVERBOSE";
         }
-        if (env != NULL && parse_level(env, &s.verbose) < 0) {
+        if (env != NULL && parse_level(env, &s->verbose) < 0) {
             return (strcmp(name, "PYTHONCDSVERBOSE") == 0)
                 ? PyStatus_Error("bad value for PYTHONCDSVERBOSE (expected "
                                 "an integer from 0 to 100)")
@@ -277,9 +285,30 @@ _PyCDS_ReadConfig(const PyConfig *config)
                                 "an integer from 0 to 100)");
         }
     }
+    return _PyStatus_OK();
+}
 
-    PyStatus status = read_path(config, L"cds_list", "PYTHONCDSLIST",
-                                "PYCDSLIST", &s.list_path);
+PyStatus
+_PyCDS_ReadConfig(const PyConfig *config)
+{
+    _PyCDS_Settings s = DEFAULT_SETTINGS;
+
+    /* testing aid: force the relocation path of SHARE */
+    (void)get_xoption(config, L"cds_relocate", &s.force_relocation);
+    PyStatus status = read_protect(config, &s);
+    if (_PyStatus_EXCEPTION(status)) {
+        return status;
+    }
+    status = read_mode(config, &s);
+    if (_PyStatus_EXCEPTION(status)) {
+        return status;
+    }
+    status = read_verbose(config, &s);
+    if (_PyStatus_EXCEPTION(status)) {
+        return status;
+    }
+    status = read_path(config, L"cds_list", "PYTHONCDSLIST",
+                       "PYCDSLIST", &s.list_path);
     if (_PyStatus_EXCEPTION(status)) {
         return status;
     }

@@ -396,28 +396,17 @@ sys_attr(PyInterpreterState *interp, PyObject *name)
     return value;
 }
 
-/* The spec the normal search would return, or NULL (no exception) to
-   leave the search to Python. */
-static PyObject *
-find_spec(PyObject *imp, PyObject *name, PyObject *path)
+/* Whether sys.meta_path starts with the three default finders, whose
+   methods the Python search runs are importlib's own, and the first two
+   decline 'name'.  If so, *file_finder and *source_loader are set (new
+   references) to importlib's FileFinder and SourceFileLoader. */
+static int
+default_finders(PyInterpreterState *interp, PyObject *bootstrap,
+                PyObject *external, PyObject *imp, PyObject *name,
+                PyObject **file_finder, PyObject **source_loader)
 {
-    PyInterpreterState *interp = _PyInterpreterState_GET();
-    PyObject *bootstrap = interp->imports.importlib;
-    PyObject *external = NULL, *meta_path = NULL, *search = NULL;
-    PyObject *importer_cache = NULL, *file_finder = NULL;
-    PyObject *source_loader = NULL, *spec = NULL;
-    module_keys keys = {NULL, 0};
-    int locked = 0;
-
-    if (bootstrap == NULL) {
-        return NULL;
-    }
-    external = PyObject_GetAttr(bootstrap, str._bootstrap_external);
-    if (external == NULL) {
-        goto done;
-    }
-    /* sys.meta_path starts with the three default finders */
-    meta_path = sys_attr(interp, str.meta_path);
+    int ok = 0;
+    PyObject *meta_path = sys_attr(interp, str.meta_path);
     if (meta_path == NULL || !PyList_CheckExact(meta_path)
         || PyList_GET_SIZE(meta_path) < 3)
     {
@@ -437,23 +426,105 @@ find_spec(PyObject *imp, PyObject *name, PyObject *path)
     if (!declined_by_builtin_and_frozen(imp, name)) {
         goto done;
     }
-    file_finder = PyObject_GetAttr(external, str.FileFinder);
-    source_loader = PyObject_GetAttr(external, str.SourceFileLoader);
-    if (file_finder == NULL || source_loader == NULL
-        || !PyType_Check(file_finder)
-        /* the methods the Python search runs are importlib's own */
-        || !is_importlib_method(PyList_GET_ITEM(meta_path, 0), str.find_spec,
-                                str.bootstrap_file)
-        || !is_importlib_method(PyList_GET_ITEM(meta_path, 1), str.find_spec,
-                                str.bootstrap_file)
-        || !is_importlib_method(PyList_GET_ITEM(meta_path, 2), str.find_spec,
-                                str.external_file)
-        || !is_importlib_method(PyList_GET_ITEM(meta_path, 2), str._get_spec,
-                                str.external_file)
-        || !is_importlib_method(PyList_GET_ITEM(meta_path, 2),
-                                str._path_importer_cache, str.external_file)
-        || !is_importlib_method(file_finder, str.find_spec,
-                                str.external_file))
+    *file_finder = PyObject_GetAttr(external, str.FileFinder);
+    *source_loader = PyObject_GetAttr(external, str.SourceFileLoader);
+    PyObject *path_finder = PyList_GET_ITEM(meta_path, 2);
+    ok = (*file_finder != NULL && *source_loader != NULL
+          && PyType_Check(*file_finder)
+          && is_importlib_method(PyList_GET_ITEM(meta_path, 0), str.find_spec,
+                                 str.bootstrap_file)
+          && is_importlib_method(PyList_GET_ITEM(meta_path, 1), str.find_spec,
+                                 str.bootstrap_file)
+          && is_importlib_method(path_finder, str.find_spec,
+                                 str.external_file)
+          && is_importlib_method(path_finder, str._get_spec,
+                                 str.external_file)
+          && is_importlib_method(path_finder, str._path_importer_cache,
+                                 str.external_file)
+          && is_importlib_method(*file_finder, str.find_spec,
+                                 str.external_file));
+done:
+    Py_XDECREF(meta_path);
+    return ok;
+}
+
+/* PathFinder.find_spec()'s walk over 'search' (sys.path or the parent's
+   __path__) through the FileFinders cached in 'importer_cache': the spec,
+   or NULL to leave the search to Python.  Called with the import lock
+   held, as _find_spec() holds it while a finder searches. */
+static PyObject *
+search_entries(PyObject *name, PyObject *search, PyObject *importer_cache,
+               PyObject *file_finder, PyObject *source_loader,
+               module_keys *keys)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(search); i++) {
+        PyObject *entry = Py_NewRef(PyList_GET_ITEM(search, i));
+        if (!PyUnicode_CheckExact(entry)) {
+            Py_DECREF(entry);
+            return NULL;
+        }
+        if (PyUnicode_GET_LENGTH(entry) == 0) {
+            /* PathFinder._path_importer_cache(): '' is the current
+               directory */
+            Py_SETREF(entry, get_cwd());
+            if (entry == NULL) {
+                return NULL;
+            }
+        }
+        PyObject *finder;
+        int r = PyDict_GetItemRef(importer_cache, entry, &finder);
+        Py_DECREF(entry);
+        if (r <= 0) {
+            return NULL;        /* no finder yet: the path hooks make it */
+        }
+        if (finder == Py_None) {
+            Py_DECREF(finder);
+            continue;
+        }
+        if (!Py_IS_TYPE(finder, (PyTypeObject *)file_finder)) {
+            Py_DECREF(finder);
+            return NULL;
+        }
+        PyObject *found = NULL, *smsl = NULL, *spec = NULL;
+        entry_result res = search_entry(finder, keys, source_loader,
+                                        &found, &smsl);
+        if (res == ENTRY_NOTHING) {
+            Py_DECREF(finder);
+            continue;
+        }
+        if (res == ENTRY_FOUND && _PyCDS_ArchiveHasSource(name, found)) {
+            /* FileFinder._get_spec(loader_class, fullname, path, smsl,
+               target), as its find_spec() calls it */
+            PyObject *args[6] = {finder, source_loader, name, found, smsl,
+                                 Py_None};
+            spec = PyObject_VectorcallMethod(str._get_spec, args, 6, NULL);
+        }
+        Py_XDECREF(found);
+        Py_XDECREF(smsl);
+        Py_DECREF(finder);
+        return spec;
+    }
+    return NULL;
+}
+
+/* The spec the normal search would return, or NULL (no exception) to
+   leave the search to Python. */
+static PyObject *
+find_spec(PyObject *imp, PyObject *name, PyObject *path)
+{
+    PyInterpreterState *interp = _PyInterpreterState_GET();
+    PyObject *bootstrap = interp->imports.importlib;
+    PyObject *external = NULL, *search = NULL, *importer_cache = NULL;
+    PyObject *file_finder = NULL, *source_loader = NULL, *spec = NULL;
+    module_keys keys = {NULL, 0};
+
+    if (bootstrap == NULL) {
+        return NULL;
+    }
+    external = PyObject_GetAttr(bootstrap, str._bootstrap_external);
+    if (external == NULL
+        || !default_finders(interp, bootstrap, external, imp, name,
+                            &file_finder, &source_loader))
     {
         goto done;
     }
@@ -475,62 +546,12 @@ find_spec(PyObject *imp, PyObject *name, PyObject *path)
     if (keys.tail == NULL) {
         goto done;
     }
-
-    /* _find_spec() holds the import lock while a finder searches */
     _PyImport_AcquireLock(interp);
-    locked = 1;
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(search); i++) {
-        PyObject *entry = Py_NewRef(PyList_GET_ITEM(search, i));
-        if (!PyUnicode_CheckExact(entry)) {
-            Py_DECREF(entry);
-            goto done;
-        }
-        if (PyUnicode_GET_LENGTH(entry) == 0) {
-            /* PathFinder._path_importer_cache(): '' is the current
-               directory */
-            Py_SETREF(entry, get_cwd());
-            if (entry == NULL) {
-                goto done;
-            }
-        }
-        PyObject *finder;
-        int r = PyDict_GetItemRef(importer_cache, entry, &finder);
-        Py_DECREF(entry);
-        if (r <= 0) {
-            goto done;          /* no finder yet: the path hooks make it */
-        }
-        if (finder == Py_None) {
-            Py_DECREF(finder);
-            continue;
-        }
-        if (!Py_IS_TYPE(finder, (PyTypeObject *)file_finder)) {
-            Py_DECREF(finder);
-            goto done;
-        }
-        PyObject *found = NULL, *smsl = NULL;
-        entry_result res = search_entry(finder, &keys, source_loader,
-                                        &found, &smsl);
-        if (res == ENTRY_NOTHING) {
-            Py_DECREF(finder);
-            continue;
-        }
-        if (res == ENTRY_FOUND && _PyCDS_ArchiveHasSource(name, found)) {
-            /* FileFinder._get_spec(loader_class, fullname, path, smsl,
-               target), as its find_spec() calls it */
-            PyObject *args[6] = {finder, source_loader, name, found, smsl,
-                                 Py_None};
-            spec = PyObject_VectorcallMethod(str._get_spec, args, 6, NULL);
-        }
-        Py_XDECREF(found);
-        Py_XDECREF(smsl);
-        Py_DECREF(finder);
-        goto done;
-    }
+    spec = search_entries(name, search, importer_cache, file_finder,
+                          source_loader, &keys);
+    _PyImport_ReleaseLock(interp);
 
 done:
-    if (locked) {
-        _PyImport_ReleaseLock(interp);
-    }
     if (PyErr_Occurred()) {
         /* the Python search will meet the same problem, and report it */
         PyErr_Clear();
@@ -539,7 +560,6 @@ done:
     keys_clear(&keys);
     Py_XDECREF(keys.tail);
     Py_XDECREF(external);
-    Py_XDECREF(meta_path);
     Py_XDECREF(search);
     Py_XDECREF(importer_cache);
     Py_XDECREF(file_finder);

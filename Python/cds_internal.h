@@ -6,9 +6,10 @@
  *   cds_hooks.c  ->  cds_trace.c  cds_dump.c  cds_share.c  cds_finder.c
  *   cds_finder.c ->  cds_share.c
  *   cds_trace.c  ->  cds_list.c
- *   cds_dump.c   ->  cds_list.c  cds_builder.c  cds_filemap.c
+ *   cds_dump.c   ->  cds_list.c  cds_builder.c  cds_layout.c  cds_filemap.c
+ *   cds_layout.c ->  cds_builder.c (its buffers, cds_builder.h)
  *   cds_share.c  ->  cds_filemap.c  cds_protect.c
- *   cds_builder.c, cds_filemap.c, cds_protect.c, cds_list.c
+ *   cds_builder.c, cds_layout.c, cds_filemap.c, cds_protect.c, cds_list.c
  *                ->  cds_format.c  cds_fileio.c
  *
  * and every file may log and read the settings (cds_config.c).
@@ -70,7 +71,7 @@ extern int _PyCDS_ListWrite(const char *path, const _PyCDS_List *list);
 extern void _PyCDS_ListClear(_PyCDS_List *list);
 extern int _PyCDS_ValidModuleName(const char *name);
 
-/* --- cds_builder.c: objects to a laid-out archive ----------------------- */
+/* --- cds_builder.c, cds_layout.c: objects to a laid-out archive --------- */
 
 /* An archive laid out in memory: the header and what the file holds, in
    file order, the gaps between pieces being zeros.  The pieces point into
@@ -103,7 +104,7 @@ extern int _PyCDS_BuilderAddModule(_PyCDS_Builder *b, int kind,
 extern int _PyCDS_BuilderHasSource(const _PyCDS_Builder *b, PyObject *name,
                                    PyObject *path);
 extern Py_ssize_t _PyCDS_BuilderObjects(const _PyCDS_Builder *b);
-/* Valid while the builder lives; clear it with _PyCDS_LayoutClear(). */
+/* cds_layout.c.  Valid while the builder lives; clear it with _PyCDS_LayoutClear(). */
 extern int _PyCDS_BuilderLayout(_PyCDS_Builder *b, _PyCDS_Layout *layout);
 extern void _PyCDS_LayoutClear(_PyCDS_Layout *layout);
 
