@@ -30,9 +30,9 @@ import unittest
 from test.support import os_helper
 
 # Every environment variable that changes what the archive does (the
-# interpreter reads them in Python/cds_config.c and, for the stats file,
-# where the counters are kept; test_options checks this list against the
-# sources): child processes of the tests and tools start without them.
+# interpreter reads them in Python/cds_config.c; test_options checks this
+# list against the sources): child processes of the tests and tools start
+# without them.
 CDS_ENV_VARS = (
     'PYTHONCDS', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE', 'PYTHONCDSVERBOSE',
     'PYTHONCDSPROTECT', 'PYTHONCDSSTATS',
