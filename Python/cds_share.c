@@ -11,10 +11,10 @@
  * and announce its code objects.  An entry is served only for the exact
  * source file it was made from (path, size, mtime).
  *
- * Errors: an archive or a module that cannot be used is a reason logged
- * under -X cds_verbose, and the normal import path runs; lookups return
- * NULL without an exception then.  Only MemoryError-like failures of the
- * caller's own objects raise.
+ * Errors: an archive or a module that cannot be used is a reason (a
+ * constant string) logged under -X cds_verbose, and the normal import path
+ * runs: lookups return NULL without an exception then.  Only a memory
+ * error while making the heap copy of a served code object raises.
  */
 
 #include "Python.h"
