@@ -188,24 +188,28 @@ read_path(const PyConfig *config, const wchar_t *xname, const char *env1,
     return _PyStatus_OK();
 }
 
-/* -X cds_protect, PYTHONCDSPROTECT: write-protect the archive's
-   never-written parts (a checking mode) */
+/* A boolean -X option: "-X NAME" or "-X NAME=1" sets *flag, "-X NAME=0"
+   clears it; else an error naming the option.  Without the option,
+   'env' (if not NULL) set and not empty sets *flag. */
 static PyStatus
-read_protect(const PyConfig *config, _PyCDS_Settings *s)
+read_flag(const PyConfig *config, const wchar_t *xname, const char *env,
+          int *flag, const char *error)
 {
     int present;
-    const wchar_t *xprotect = get_xoption(config, L"cds_protect", &present);
+    const wchar_t *value = get_xoption(config, xname, &present);
     if (present) {
-        if (wcscmp(xprotect, L"") == 0 || wcscmp(xprotect, L"1") == 0) {
-            s->protect = 1;
+        if (wcscmp(value, L"") == 0 || wcscmp(value, L"1") == 0) {
+            *flag = 1;
         }
-        else if (wcscmp(xprotect, L"0") != 0) {
-            return PyStatus_Error("bad value for option -X cds_protect "
-                                 "(expected nothing, \"0\" or \"1\")");
+        else if (wcscmp(value, L"0") == 0) {
+            *flag = 0;
+        }
+        else {
+            return PyStatus_Error(error);
         }
     }
-    else if (get_env(config, "PYTHONCDSPROTECT") != NULL) {
-        s->protect = 1;
+    else if (env != NULL && get_env(config, env) != NULL) {
+        *flag = 1;
     }
     return _PyStatus_OK();
 }
@@ -294,8 +298,18 @@ _PyCDS_ReadConfig(const PyConfig *config)
     _PyCDS_Settings s = DEFAULT_SETTINGS;
 
     /* testing aid: force the relocation path of SHARE */
-    (void)get_xoption(config, L"cds_relocate", &s.force_relocation);
-    PyStatus status = read_protect(config, &s);
+    PyStatus status = read_flag(config, L"cds_relocate", NULL,
+                                &s.force_relocation,
+                                "bad value for option -X cds_relocate "
+                                "(expected nothing, \"0\" or \"1\")");
+    if (_PyStatus_EXCEPTION(status)) {
+        return status;
+    }
+    /* write-protect the archive's never-written parts (a checking mode) */
+    status = read_flag(config, L"cds_protect", "PYTHONCDSPROTECT",
+                       &s.protect,
+                       "bad value for option -X cds_protect "
+                       "(expected nothing, \"0\" or \"1\")");
     if (_PyStatus_EXCEPTION(status)) {
         return status;
     }

@@ -163,8 +163,15 @@ dump_source(_PyCDS_Builder *w, PyObject *machinery, PyObject *name, PyObject *pa
         return 0;
     }
     struct stat st;
+    const char *problem = NULL;
     if (stat(PyBytes_AS_STRING(bpath), &st) != 0) {
-        log_skip(name, "source file not found");
+        problem = "source file not found";
+    }
+    else if (!S_ISREG(st.st_mode)) {
+        problem = "the source is not a regular file";
+    }
+    if (problem != NULL) {
+        log_skip(name, problem);
         (*skipped)++;
         Py_DECREF(bpath);
         return 0;
@@ -247,6 +254,28 @@ dump_frozen(_PyCDS_Builder *w, PyObject *imp, PyObject *name, int *archived,
 }
 
 
+/* Whether 'path' can be the source file of module 'name', as the path
+   finder names them: ".../TAIL.py" or ".../TAIL/__init__.py", TAIL the
+   last part of the name.  A list names other files only if garbled or
+   forged, and those are not compiled. */
+static int
+source_path_fits(const char *name, const char *path)
+{
+    const char *tail = strrchr(name, '.');
+    tail = tail ? tail + 1 : name;
+    size_t tlen = strlen(tail);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    if (strncmp(base, tail, tlen) == 0 && strcmp(base + tlen, ".py") == 0) {
+        return 1;
+    }
+    if (strcmp(base, "__init__.py") != 0 || base - path < (ptrdiff_t)tlen + 2) {
+        return 0;
+    }
+    const char *dir = base - 1 - tlen;      /* ".../TAIL/__init__.py" */
+    return dir[-1] == '/' && strncmp(dir, tail, tlen) == 0;
+}
+
 /* One list entry: the file a normal import finds now, and the file the
    traced run imported, if that is another one. */
 static int
@@ -276,7 +305,12 @@ dump_entry(_PyCDS_Builder *w, PyObject *machinery, PyObject *imp,
         /* the same file: done */
     }
     else if (err == 0) {
-        if (access(e->path, F_OK) == 0) {
+        if (!source_path_fits(e->name, e->path)) {
+            log_skip(name, "the listed path is not a source file of the "
+                           "module");
+            (*skipped)++;
+        }
+        else if (access(e->path, F_OK) == 0) {
             err = dump_source(w, machinery, name, listed, archived, skipped);
         }
         else if (found == NULL) {

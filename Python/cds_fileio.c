@@ -1,4 +1,4 @@
-/* pycds: writing files durably, and file names.
+/* pycds: opening and writing files safely, and file names.
  *
  * Module lists (cds_list.c) and archives (cds_filemap.c) are replaced, never
  * rewritten in place: the new contents go to a temporary file in the same
@@ -7,6 +7,14 @@
  * a partial one, and a process that has the old archive mapped keeps a
  * valid mapping.
  *
+ * The directory may be writable by others, so the temporary file must not
+ * be one they can name in advance: it is made unnamed (O_TMPFILE) and
+ * linked under a random name only when complete, or, where the file system
+ * cannot, created under a random name with O_EXCL (which never follows a
+ * link).  A killed writer leaves nothing behind in the first case.  Files
+ * are read only after fstat() shows a regular file, opened with O_NONBLOCK
+ * so that a FIFO or device in their place cannot block the process.
+ *
  * Errors: -1 with errno set, no Python exception (these run at exit and in
  * DUMP, where the caller prints the message); _PyCDS_EncodePath() clears
  * the exception it may raise.
@@ -14,10 +22,12 @@
 
 #include "Python.h"
 #include "pycore_cds.h"
+#include "pycore_pylifecycle.h"   // _PyOS_URandomNonblock()
 #include "cds_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* write() all of 'data', retrying on EINTR and short writes */
@@ -53,54 +63,177 @@ _PyCDS_EncodePath(PyObject *path, PyObject **bytes, const char **cpath)
     return 0;
 }
 
+/* Open 'path' read-only if it is a regular file: the descriptor, or -1
+   with errno set (ENOENT and the like from open(), EINVAL when it is not a
+   regular file).  Never blocks on a FIFO or device. */
+int
+_PyCDS_OpenRegular(const char *path, struct stat *st)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
+        close(fd);
+        errno = EINVAL;
+        return -1;
+    }
+    return fd;
+}
+
+/* "PATH.tmp.<pid>.<random>" in 'buf' */
+static void
+temp_name(char *buf, size_t size, const char *path)
+{
+    uint32_t r = 0;
+    if (_PyOS_URandomNonblock(&r, sizeof(r)) < 0) {
+        PyErr_Clear();
+        r = (uint32_t)clock() ^ ((uint32_t)(uintptr_t)&r >> 4);
+    }
+    snprintf(buf, size, "%s.tmp.%ld.%08x", path, (long)getpid(), r);
+}
+
+/* The directory part of 'path' ("." if none), in a new raw buffer. */
+static char *
+directory_of(const char *path)
+{
+    char *dir = PyMem_RawMalloc(strlen(path) + 2);
+    if (dir == NULL) {
+        return NULL;
+    }
+    strcpy(dir, path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL) {
+        strcpy(dir, ".");
+    }
+    else {
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    }
+    return dir;
+}
+
+static int create_named(_PyCDS_TempFile *t);
+
 int
 _PyCDS_TempFileOpen(_PyCDS_TempFile *t, const char *path)
 {
     t->fd = -1;
     t->path = path;
-    size_t n = strlen(path) + 32;
-    t->tmp = PyMem_RawMalloc(n);
+    t->named = 0;
+    t->tmp = PyMem_RawMalloc(strlen(path) + 40);
     if (t->tmp == NULL) {
         errno = ENOMEM;
         return -1;
     }
-    snprintf(t->tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    t->fd = open(t->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (t->fd < 0) {
-        int saved = errno;
-        PyMem_RawFree(t->tmp);
-        t->tmp = NULL;
-        errno = saved;
-        return -1;
+#ifdef O_TMPFILE
+    char *dir = directory_of(path);
+    if (dir != NULL) {
+        t->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+        PyMem_RawFree(dir);
+        if (t->fd >= 0) {
+            return 0;
+        }
     }
-    return 0;
+#endif
+    /* no O_TMPFILE here: a fresh name that nobody could prepare */
+    t->fd = create_named(t);
+    if (t->fd >= 0) {
+        t->named = 1;
+        return 0;
+    }
+    int saved = errno;
+    PyMem_RawFree(t->tmp);
+    t->tmp = NULL;
+    errno = saved;
+    return -1;
 }
 
 /* fsync() the directory holding 'path', so that a rename is durable. */
 static void
 sync_directory(const char *path)
 {
-    char *dir = PyMem_RawMalloc(strlen(path) + 2);
+    char *dir = directory_of(path);
     if (dir == NULL) {
         return;
     }
-    strcpy(dir, path);
-    char *slash = strrchr(dir, '/');
-    if (slash != NULL) {
-        *(slash == dir ? slash + 1 : slash) = '\0';
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            (void)fsync(dfd);
-            close(dfd);
-        }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
     }
     PyMem_RawFree(dir);
+}
+
+/* Create a file under a fresh random name beside the target. */
+static int
+create_named(_PyCDS_TempFile *t)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        temp_name(t->tmp, strlen(t->path) + 40, t->path);
+        int fd = open(t->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW
+                              | O_CLOEXEC, 0644);
+        if (fd >= 0 || errno != EEXIST) {
+            return fd;
+        }
+    }
+    return -1;
+}
+
+/* Without /proc, the unnamed file cannot be linked: copy it to a named
+   one. */
+static int
+copy_unnamed(_PyCDS_TempFile *t)
+{
+    int out = create_named(t);
+    if (out < 0) {
+        return -1;
+    }
+    char buf[65536];
+    off_t off = 0;
+    ssize_t n;
+    while ((n = pread(t->fd, buf, sizeof(buf), off)) > 0) {
+        if (_PyCDS_WriteAll(out, buf, (size_t)n) < 0) {
+            break;
+        }
+        off += n;
+    }
+    if (n != 0 || fsync(out) < 0) {
+        int saved = errno;
+        close(out);
+        unlink(t->tmp);
+        errno = saved;
+        return -1;
+    }
+    close(t->fd);
+    t->fd = out;
+    t->named = 1;
+    return 0;
+}
+
+/* Give the unnamed temporary file a fresh random name beside the target
+   (linkat() never replaces an existing name). */
+static int
+link_unnamed(_PyCDS_TempFile *t)
+{
+    char proc[64];
+    snprintf(proc, sizeof(proc), "/proc/self/fd/%d", t->fd);
+    for (int tries = 0; tries < 100; tries++) {
+        temp_name(t->tmp, strlen(t->path) + 40, t->path);
+        if (linkat(AT_FDCWD, proc, AT_FDCWD, t->tmp, AT_SYMLINK_FOLLOW) == 0) {
+            t->named = 1;
+            return 0;
+        }
+        if (errno != EEXIST) {
+            return copy_unnamed(t);
+        }
+    }
+    return -1;
 }
 
 int
 _PyCDS_TempFileCommit(_PyCDS_TempFile *t)
 {
-    if (fsync(t->fd) < 0) {
+    if (fsync(t->fd) < 0 || (!t->named && link_unnamed(t) < 0)) {
         _PyCDS_TempFileAbort(t);
         return -1;
     }
@@ -110,6 +243,7 @@ _PyCDS_TempFileCommit(_PyCDS_TempFile *t)
         _PyCDS_TempFileAbort(t);
         return -1;
     }
+    t->named = 0;
     sync_directory(t->path);
     PyMem_RawFree(t->tmp);
     t->tmp = NULL;
@@ -124,10 +258,11 @@ _PyCDS_TempFileAbort(_PyCDS_TempFile *t)
         close(t->fd);
         t->fd = -1;
     }
-    if (t->tmp != NULL) {
+    if (t->named) {
         unlink(t->tmp);
-        PyMem_RawFree(t->tmp);
-        t->tmp = NULL;
+        t->named = 0;
     }
+    PyMem_RawFree(t->tmp);
+    t->tmp = NULL;
     errno = saved;
 }

@@ -205,17 +205,16 @@ _PyCDS_MapArchive(const char *path, int anywhere, _PyCDS_Map *map)
     if (!image->found) {
         return "cannot locate the interpreter image";
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return errno == ENOENT ? "no such file" : "cannot open the file";
-    }
     struct stat st;
+    int fd = _PyCDS_OpenRegular(path, &st);
+    if (fd < 0) {
+        return errno == ENOENT ? "no such file"
+               : errno == EINVAL ? "not a regular file"
+               : "cannot open the file";
+    }
     cds_header h;
     const char *reason = NULL;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        reason = "not a regular file";
-    }
-    else if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
+    if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
         reason = "truncated header";
     }
     else {

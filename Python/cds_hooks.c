@@ -205,6 +205,13 @@ _PyCDS_AddImpFunctions(PyObject *imp_module)
 
 /* --- the _cds module ----------------------------------------------------- */
 
+/* A path of the settings as str (None if not set). */
+static PyObject *
+fs_path(const char *path)
+{
+    return path ? PyUnicode_DecodeFSDefault(path) : Py_NewRef(Py_None);
+}
+
 /*[clinic input]
 _cds.info
 
@@ -229,13 +236,21 @@ _cds_info_impl(PyObject *module)
     }
     _PyCDS_ShareStats st;
     _PyCDS_GetShareStats(&st);
-    return Py_BuildValue(
-        "{s:s,s:s,s:z,s:z,s:i,s:O,s:z,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
+    /* the paths as os.fsdecode() gives them: any bytes */
+    PyObject *list = fs_path(s->list_path);
+    PyObject *archive = fs_path(s->archive_path);
+    if (list == NULL || archive == NULL) {
+        Py_XDECREF(list);
+        Py_XDECREF(archive);
+        return NULL;
+    }
+    PyObject *info = Py_BuildValue(
+        "{s:s,s:s,s:N,s:N,s:i,s:O,s:z,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
         "s:O,s:O,s:d,s:d}",
         "mode", _PyCDS_ModeName(s->mode),
         "mode_source", s->mode_source,
-        "list", s->list_path,
-        "archive", s->archive_path,
+        "list", list,
+        "archive", archive,
         "verbose", s->verbose,
         "active", st.active ? Py_True : Py_False,
         "reason", st.reason,
@@ -252,6 +267,7 @@ _cds_info_impl(PyObject *module)
         "protected", st.protected ? Py_True : Py_False,
         "open_seconds", st.open_seconds,
         "prepare_seconds", st.prepare_seconds);
+    return info;
 }
 
 /*[clinic input]

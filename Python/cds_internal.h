@@ -33,10 +33,17 @@ extern int _PyCDS_WriteAll(int fd, const void *data, size_t len);
 extern int _PyCDS_EncodePath(PyObject *path, PyObject **bytes,
                              const char **cpath);
 
-/* A temporary file beside 'path' that replaces it when committed. */
+/* Open a regular file read-only, never blocking: -1 with errno (EINVAL:
+   not a regular file). */
+extern int _PyCDS_OpenRegular(const char *path, struct stat *st);
+
+/* A temporary file beside 'path' that replaces it when committed:
+   unnamed until then where the file system allows (O_TMPFILE), else
+   created under a fresh random name, never through a link. */
 typedef struct {
     int fd;
-    char *tmp;
+    char *tmp;                   /* its name, once it has one */
+    int named;                   /* whether 'tmp' exists */
     const char *path;
 } _PyCDS_TempFile;
 
@@ -58,7 +65,13 @@ typedef struct {
     _PyCDS_ListEntry *items;
     Py_ssize_t len;
     Py_ssize_t cap;
+    size_t *slots;               /* hash index of the entries */
+    size_t nslots;
 } _PyCDS_List;
+
+/* Bounds of what a module list may hold */
+#define CDS_LIST_MAX_LINE 16384
+#define CDS_LIST_MAX_ENTRIES 1000000
 
 /* Returns 0 on success (a missing file is an empty list), -1 on a
    garbled file or I/O error with a message in errbuf. */

@@ -23,6 +23,8 @@
 #include "cds_internal.h"
 
 #include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define LIST_HEADER "# pycds module list 1\n"
 
@@ -48,8 +50,8 @@ _PyCDS_ListClear(_PyCDS_List *list)
         PyMem_RawFree(list->items[i].path);
     }
     PyMem_RawFree(list->items);
-    list->items = NULL;
-    list->len = list->cap = 0;
+    PyMem_RawFree(list->slots);
+    memset(list, 0, sizeof(*list));
 }
 
 static int
@@ -65,15 +67,58 @@ same_entry(const _PyCDS_ListEntry *e, const char *name, const char *kind,
     return strcmp(e->path, path) == 0;
 }
 
-static int
-list_contains(const _PyCDS_List *list, const char *name, const char *kind,
-              const char *path)
+/* The index of entries, by hash, so that merging a trace into a long list
+   is linear: an open-addressing table of entry numbers + 1 (0: free). */
+static size_t
+entry_hash(const char *name, const char *kind, const char *path)
 {
-    for (Py_ssize_t i = list->len - 1; i >= 0; i--) {
-        if (same_entry(&list->items[i], name, kind, path)) {
-            return 1;
+    uint64_t h = 0xcbf29ce484222325ULL;     /* FNV-1a */
+    const char *parts[3] = {name, kind, path ? path : ""};
+    for (int i = 0; i < 3; i++) {
+        for (const unsigned char *p = (const unsigned char *)parts[i]; *p; p++) {
+            h = (h ^ *p) * 0x100000001b3ULL;
+        }
+        h = (h ^ '\t') * 0x100000001b3ULL;
+    }
+    return (size_t)h;
+}
+
+/* The slot of this entry, or of the free slot where it would go. */
+static size_t *
+find_slot(const _PyCDS_List *list, const char *name, const char *kind,
+          const char *path)
+{
+    size_t mask = list->nslots - 1;
+    for (size_t i = entry_hash(name, kind, path) & mask;; i = (i + 1) & mask) {
+        size_t *slot = &list->slots[i];
+        if (*slot == 0
+            || same_entry(&list->items[*slot - 1], name, kind, path))
+        {
+            return slot;
         }
     }
+}
+
+/* Keep the table at most half full. */
+static int
+grow_slots(_PyCDS_List *list)
+{
+    if ((size_t)list->len + 1 <= list->nslots / 2) {
+        return 0;
+    }
+    size_t n = list->nslots ? list->nslots * 2 : 128;
+    size_t *old = list->slots;
+    list->slots = PyMem_RawCalloc(n, sizeof(size_t));
+    if (list->slots == NULL) {
+        list->slots = old;
+        return -1;
+    }
+    list->nslots = n;
+    for (Py_ssize_t i = 0; i < list->len; i++) {
+        const _PyCDS_ListEntry *e = &list->items[i];
+        *find_slot(list, e->name, e->kind, e->path) = (size_t)i + 1;
+    }
+    PyMem_RawFree(old);
     return 0;
 }
 
@@ -83,7 +128,11 @@ int
 _PyCDS_ListAdd(_PyCDS_List *list, const char *name, const char *kind,
          const char *path)
 {
-    if (list_contains(list, name, kind, path)) {
+    if (grow_slots(list) < 0) {
+        return -1;
+    }
+    size_t *slot = find_slot(list, name, kind, path);
+    if (*slot != 0) {
         return 0;
     }
     if (list->len == list->cap) {
@@ -107,15 +156,48 @@ _PyCDS_ListAdd(_PyCDS_List *list, const char *name, const char *kind,
         return -1;
     }
     list->len++;
+    *slot = (size_t)list->len;
+    return 1;
+}
+
+/* Whether 's' is well-formed UTF-8 (no overlong forms, surrogates or
+   code points past U+10FFFF). */
+static int
+valid_utf8(const unsigned char *s)
+{
+    while (*s) {
+        unsigned c = *s++;
+        int n;
+        unsigned min;
+        if (c < 0x80) {
+            continue;
+        }
+        else if ((c & 0xE0) == 0xC0) { n = 1; min = 0x80; c &= 0x1F; }
+        else if ((c & 0xF0) == 0xE0) { n = 2; min = 0x800; c &= 0x0F; }
+        else if ((c & 0xF8) == 0xF0) { n = 3; min = 0x10000; c &= 0x07; }
+        else {
+            return 0;
+        }
+        for (int i = 0; i < n; i++, s++) {
+            if ((*s & 0xC0) != 0x80) {
+                return 0;
+            }
+            c = (c << 6) | (*s & 0x3F);
+        }
+        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) {
+            return 0;
+        }
+    }
     return 1;
 }
 
 int
 _PyCDS_ValidModuleName(const char *name)
 {
-    /* dotted identifiers; bytes >= 0x80 are accepted (UTF-8 identifiers) */
+    /* dotted identifiers; bytes >= 0x80 are accepted if they are UTF-8
+       (non-ASCII identifiers) */
     int at_start = 1;
-    if (*name == '\0') {
+    if (*name == '\0' || !valid_utf8((const unsigned char *)name)) {
         return 0;
     }
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
@@ -175,47 +257,85 @@ parse_line(char *line, char **name, char **kind, char **path)
     return -1;
 }
 
+/* Read one line of at most CDS_LIST_MAX_LINE bytes into 'buf' (of that
+   size + 2): 1, 0 at the end of the file, -1 for a line too long or one
+   holding a NUL byte, -2 for a read error. */
+static int
+read_line(FILE *fp, char *buf, size_t size)
+{
+    size_t n = 0;
+    int c;
+    while ((c = getc(fp)) != EOF) {
+        if (n + 2 >= size || c == '\0') {
+            return -1;
+        }
+        buf[n++] = (char)c;
+        if (c == '\n') {
+            break;
+        }
+    }
+    buf[n] = '\0';
+    if (ferror(fp)) {
+        return -2;
+    }
+    return n > 0 ? 1 : 0;
+}
+
 int
 _PyCDS_ListRead(const char *path, _PyCDS_List *list, char *errbuf,
                 size_t errlen)
 {
-    FILE *fp = fopen(path, "rb");
+    struct stat st;
+    int fd = _PyCDS_OpenRegular(path, &st);
+    FILE *fp = fd >= 0 ? fdopen(fd, "rb") : NULL;
     if (fp == NULL) {
         if (errno == ENOENT) {
             return 0;
         }
-        snprintf(errbuf, errlen, "cannot read module list '%s': %s",
-                 path, strerror(errno));
+        snprintf(errbuf, errlen, "cannot read module list '%s': %s", path,
+                 errno == EINVAL ? "not a regular file" : strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
         return -1;
     }
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t len;
+    char *line = PyMem_RawMalloc(CDS_LIST_MAX_LINE + 2);
     long lineno = 0;
-    int result = 0;
-    while ((len = getline(&line, &cap, fp)) >= 0) {
+    int result = line ? 0 : -1, r;
+    if (line == NULL) {
+        snprintf(errbuf, errlen, "out of memory reading '%s'", path);
+    }
+    while (result == 0 && (r = read_line(fp, line, CDS_LIST_MAX_LINE + 2)) > 0) {
         lineno++;
         char *name, *kind, *epath;
-        int r = (memchr(line, '\0', (size_t)len) != NULL)
-                ? -1 : parse_line(line, &name, &kind, &epath);
-        if (r < 0) {
+        int entry = parse_line(line, &name, &kind, &epath);
+        if (entry < 0) {
             snprintf(errbuf, errlen, "module list '%s', line %ld: not a "
                      "module list entry", path, lineno);
             result = -1;
-            break;
         }
-        if (r == 1 && _PyCDS_ListAdd(list, name, kind, epath) < 0) {
+        else if (entry == 1 && list->len >= CDS_LIST_MAX_ENTRIES) {
+            snprintf(errbuf, errlen, "module list '%s': more than %d "
+                     "entries", path, CDS_LIST_MAX_ENTRIES);
+            result = -1;
+        }
+        else if (entry == 1 && _PyCDS_ListAdd(list, name, kind, epath) < 0) {
             snprintf(errbuf, errlen, "out of memory reading '%s'", path);
             result = -1;
-            break;
         }
     }
-    if (result == 0 && ferror(fp)) {
+    if (result == 0 && r == -1) {
+        snprintf(errbuf, errlen, "module list '%s', line %ld: not a module "
+                 "list entry (a NUL byte, or longer than %d bytes)",
+                 path, lineno + 1, CDS_LIST_MAX_LINE);
+        result = -1;
+    }
+    else if (result == 0 && r == -2) {
         snprintf(errbuf, errlen, "cannot read module list '%s': %s",
                  path, strerror(errno));
         result = -1;
     }
-    free(line);
+    PyMem_RawFree(line);
     fclose(fp);
     return result;
 }

@@ -7,6 +7,12 @@
  * result replaces the list durably.  Concurrent tracers therefore never
  * lose each other's entries.
  *
+ * The lock file may sit in a directory others can write: it is opened
+ * without following a link, must be a regular file of this user, is
+ * readable by no one else (so no one else can hold its lock), and a lock
+ * held too long (LOCK_WAIT_MS) gives up the update with a warning rather
+ * than hang the process at exit.
+ *
  * Errors: none reach the program; a list that cannot be written is a
  * warning on stderr.
  */
@@ -18,7 +24,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>             // flock()
+#include <sys/stat.h>
+#include <time.h>                 // nanosleep()
 #include <unistd.h>
+
+#define LOCK_WAIT_MS 5000
 
 /* --- tracing ------------------------------------------------------------ */
 
@@ -59,22 +69,67 @@ warn(const char *fmt, const char *arg1, const char *arg2)
     fflush(stderr);
 }
 
-static void
-flush_trace(const char *path)
+/* Open and lock "<path>.lock": the descriptor, or -1 after a warning. */
+static int
+lock_list(const char *path)
 {
     size_t n = strlen(path) + 8;
     char *lockpath = PyMem_RawMalloc(n);
     if (lockpath == NULL) {
-        return;
+        return -1;
     }
     snprintf(lockpath, n, "%s.lock", path);
-    int lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (lockfd < 0) {
+    int fd = open(lockpath, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK
+                            | O_CLOEXEC, 0600);
+    struct stat st;
+    const char *problem = NULL;
+    if (fd < 0 && errno != ELOOP) {
         warn("cannot write module list '%s': %s", path, strerror(errno));
         PyMem_RawFree(lockpath);
-        return;
+        return -1;
     }
-    while (flock(lockfd, LOCK_EX) != 0 && errno == EINTR) {
+    if (fd < 0) {
+        problem = "it is a symbolic link";
+    }
+    else if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        problem = "not a regular file";
+    }
+    else if (st.st_uid != geteuid()) {
+        problem = "owned by another user";
+    }
+    else if ((st.st_mode & 077) != 0 && fchmod(fd, 0600) < 0) {
+        problem = "others may use it and its mode cannot be changed";
+    }
+    if (problem != NULL) {
+        warn("module list '%s' not updated: its lock file: %s", path, problem);
+        if (fd >= 0) {
+            close(fd);
+        }
+        PyMem_RawFree(lockpath);
+        return -1;
+    }
+    PyMem_RawFree(lockpath);
+    /* bounded wait: a process exiting must not hang on another's lock */
+    struct timespec pause = {0, 10 * 1000000};
+    for (int waited = 0; flock(fd, LOCK_EX | LOCK_NB) != 0; waited += 10) {
+        if ((errno != EWOULDBLOCK && errno != EINTR) || waited >= LOCK_WAIT_MS) {
+            warn("module list '%s' not updated: %s", path,
+                 errno == EWOULDBLOCK ? "another process holds its lock"
+                                      : strerror(errno));
+            close(fd);
+            return -1;
+        }
+        nanosleep(&pause, NULL);
+    }
+    return fd;
+}
+
+static void
+flush_trace(const char *path)
+{
+    int lockfd = lock_list(path);
+    if (lockfd < 0) {
+        return;
     }
 
     /* Re-read under the lock: another tracer may have written meanwhile. */
@@ -104,7 +159,6 @@ done:
     _PyCDS_ListClear(&merged);
     flock(lockfd, LOCK_UN);
     close(lockfd);
-    PyMem_RawFree(lockpath);
 }
 
 /* At exit: merge what this process imported into the list. */

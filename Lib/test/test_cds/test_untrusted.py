@@ -1,0 +1,194 @@
+"""Archives, module lists and their temporary and lock files as untrusted
+input: files in directories other users can write must not redirect a
+write, hang the process or exhaust its memory (issue 12, first step)."""
+
+import fcntl
+import json
+import os
+import time
+import unittest
+
+from test.test_cds.util import (
+    AppTestCase, INFO, LIST_HEADER, clean_env, dump_args, read_list,
+    trace_args, write_list)
+
+TIMEOUT = 60        # what a hang would exceed; none of these takes long
+
+
+class TempAndLockFileTests(AppTestCase):
+
+    def plant_temp_links(self, path, victim):
+        """Symbolic links at the temporary names a writer of 'path' used to
+        take (PATH.tmp.<pid>) for the next pids, all to 'victim'."""
+        first = os.getpid()
+        for pid in range(first, first + 400):
+            try:
+                os.symlink(victim, f'{path}.tmp.{pid}')
+            except FileExistsError:
+                pass
+
+    def test_trace_temp_file_links_not_followed(self):
+        victim = os.path.join(self.scratch, 'victim')
+        with open(victim, 'w') as f:
+            f.write('precious\n')
+        self.plant_temp_links(self.lst, victim)
+        self.python(*trace_args(self.lst), self.main, timeout=TIMEOUT)
+        with open(victim) as f:
+            self.assertEqual(f.read(), 'precious\n')
+        self.assertIn('cdsapp', [e[0] for e in read_list(self.lst)])
+        self.assertFalse(os.path.islink(self.lst))
+
+    def test_dump_temp_file_links_not_followed(self):
+        victim = os.path.join(self.scratch, 'victim')
+        with open(victim, 'w') as f:
+            f.write('precious\n')
+        self.python(*trace_args(self.lst), self.main)
+        self.plant_temp_links(self.archive, victim)
+        self.dump()
+        with open(victim) as f:
+            self.assertEqual(f.read(), 'precious\n')
+        r, info = self.share_info()
+        self.assertTrue(info['active'], r.stderr)
+
+    def test_lock_file_symlink_not_followed(self):
+        victim = os.path.join(self.scratch, 'nologin')
+        os.symlink(victim, self.lst + '.lock')
+        r = self.python(*trace_args(self.lst), self.main, timeout=TIMEOUT)
+        self.assertFalse(os.path.exists(victim))
+        self.assertIn('lock file', r.stderr)
+        self.assertIn('symbolic link', r.stderr)
+
+    def test_lock_file_private(self):
+        self.python(*trace_args(self.lst), self.main)
+        st = os.stat(self.lst + '.lock')
+        self.assertEqual(st.st_mode & 0o077, 0, oct(st.st_mode))
+
+    def test_loose_lock_file_made_private(self):
+        with open(self.lst + '.lock', 'w'):
+            pass
+        os.chmod(self.lst + '.lock', 0o666)
+        self.python(*trace_args(self.lst), self.main)
+        self.assertEqual(os.stat(self.lst + '.lock').st_mode & 0o077, 0)
+        self.assertIn('cdsapp', [e[0] for e in read_list(self.lst)])
+
+    def test_held_lock_bounded_wait(self):
+        fd = os.open(self.lst + '.lock', os.O_RDWR | os.O_CREAT, 0o600)
+        self.addCleanup(os.close, fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        t0 = time.monotonic()
+        r = self.python(*trace_args(self.lst), self.main, timeout=TIMEOUT)
+        elapsed = time.monotonic() - t0
+        self.assertLess(elapsed, TIMEOUT / 2)
+        self.assertIn('another process holds its lock', r.stderr)
+        self.assertFalse(os.path.exists(self.lst))
+
+
+class SpecialFileTests(AppTestCase):
+
+    def fifo(self, name):
+        path = os.path.join(self.scratch, name)
+        os.mkfifo(path)
+        return path
+
+    def test_fifo_archive(self):
+        fifo = self.fifo('a.cds')
+        r, info = self.share_info('-X', 'cds_verbose', archive=fifo,
+                                  timeout=TIMEOUT)
+        self.assertFalse(info['active'])
+        self.assertEqual(info['reason'], 'not a regular file')
+
+    def test_fifo_list_trace(self):
+        fifo = self.fifo('a.lst')
+        r = self.python(*trace_args(fifo), self.main, timeout=TIMEOUT)
+        self.assertIn('not a regular file', r.stderr)
+
+    def test_fifo_list_dump(self):
+        fifo = self.fifo('a.lst')
+        r = self.dump(lst=fifo, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('not a regular file', r.stderr)
+
+    def test_dev_zero_list(self):
+        r = self.dump(lst='/dev/zero', check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('not a regular file', r.stderr)
+        r = self.python(*trace_args('/dev/zero'), '-c', 'pass',
+                        timeout=TIMEOUT)
+        self.assertIn('not a regular file', r.stderr)
+
+    def test_long_line_list(self):
+        lst = os.path.join(self.scratch, 'long.lst')
+        with open(lst, 'wb') as f:
+            f.write(b'x' * (1 << 20))
+        r = self.dump(lst=lst, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('longer than', r.stderr)
+
+    def test_special_and_foreign_list_entries_skipped(self):
+        # entries whose paths fit their names but are a FIFO and a link to
+        # /dev/zero (reading either would block or never end), and two
+        # whose paths are not source files of the module at all
+        fifo = self.fifo('mod.py')
+        zero = os.path.join(self.scratch, 'zero.py')
+        os.symlink('/dev/zero', zero)
+        entries = [('zero', 'source', zero),
+                   ('mod', 'source', fifo),
+                   ('passwd', 'source', '/etc/passwd'),
+                   ('nosuchmod', 'source', os.path.join(self.tmp, 'main.py'))]
+        lst = os.path.join(self.scratch, 'special.lst')
+        write_list(lst, entries)
+        r = self.python('-X', 'cds_verbose', *dump_args(lst, self.archive),
+                        timeout=TIMEOUT)
+        self.assertIn('0 modules archived, 4 skipped', r.stderr)
+        self.assertIn('zero: the source is not a regular file', r.stderr)
+        self.assertIn('mod: the source is not a regular file', r.stderr)
+        self.assertIn('passwd: the listed path is not a source file',
+                      r.stderr)
+
+
+class SmallerItemTests(AppTestCase):
+
+    def test_relocate_zero_means_no(self):
+        self.trace_and_dump()
+        _, on = self.share_info('-X', 'cds_relocate=1', code='import json')
+        _, off = self.share_info('-X', 'cds_relocate=0', code='import json')
+        self.assertFalse(on['mapped_at_preferred_address'])
+        self.assertTrue(off['mapped_at_preferred_address'])
+        r = self.python('-X', 'cds_relocate=maybe', '-c', 'pass', check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('-X cds_relocate', r.stderr)
+
+    def test_info_non_utf8_archive_path(self):
+        name = os.fsdecode(b'arch\xff.cds')
+        r = self.python('-c', INFO, env=clean_env(
+            PYTHONCDS='share',
+            PYTHONCDSARCHIVE=os.path.join(self.scratch, name)))
+        info = json.loads(r.stdout)
+        self.assertTrue(info['archive'].endswith(name))
+
+    def test_invalid_utf8_list_name(self):
+        lst = os.path.join(self.scratch, 'bad.lst')
+        with open(lst, 'wb') as f:
+            f.write(LIST_HEADER.encode() + b'\n')
+            f.write(b'mod\xff\tsource\t/tmp/mod.py\n')
+        r = self.dump(lst=lst, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('line 2: not a module list entry', r.stderr)
+        self.assertNotIn('Traceback', r.stderr)
+
+    def test_long_list_merge(self):
+        # a trace merged into a 100,000-entry list: linear, not quadratic
+        # (the old merge took about two minutes)
+        entries = [(f'm{i}', 'source', f'/nonexistent/m{i}.py')
+                   for i in range(100_000)]
+        write_list(self.lst, entries)
+        t0 = time.monotonic()
+        self.python(*trace_args(self.lst), self.main, timeout=TIMEOUT)
+        self.assertLess(time.monotonic() - t0, TIMEOUT / 2)
+        merged = read_list(self.lst)
+        self.assertEqual(merged[:100_000], entries)
+        self.assertIn('cdsapp', [e[0] for e in merged[100_000:]])
+
+
+if __name__ == '__main__':
+    unittest.main()
