@@ -94,8 +94,8 @@ temp_name(char *buf, size_t size, const char *path)
 }
 
 /* The directory part of 'path' ("." if none), in a new raw buffer. */
-static char *
-directory_of(const char *path)
+char *
+_PyCDS_DirectoryOf(const char *path)
 {
     char *dir = PyMem_RawMalloc(strlen(path) + 2);
     if (dir == NULL) {
@@ -126,7 +126,7 @@ _PyCDS_TempFileOpen(_PyCDS_TempFile *t, const char *path)
         return -1;
     }
 #ifdef O_TMPFILE
-    char *dir = directory_of(path);
+    char *dir = _PyCDS_DirectoryOf(path);
     if (dir != NULL) {
         t->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
         PyMem_RawFree(dir);
@@ -152,7 +152,7 @@ _PyCDS_TempFileOpen(_PyCDS_TempFile *t, const char *path)
 static void
 sync_directory(const char *path)
 {
-    char *dir = directory_of(path);
+    char *dir = _PyCDS_DirectoryOf(path);
     if (dir == NULL) {
         return;
     }

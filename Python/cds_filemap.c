@@ -6,7 +6,9 @@
  * written last, after everything else is on disk, then the file replaces
  * the old archive.
  *
- * Reading: nothing of the file is used before the header is validated
+ * Reading: an archive another user could have written is not read (see
+ * check_owner()), and nothing of the file is used before the header is
+ * validated
  * (magic, version, complete marker, checksum, the build fingerprint, -O
  * level, size, and every table and region within the file, in order), and
  * nothing of the index before its checksum and its entries' bounds are.
@@ -177,6 +179,42 @@ check_index(const char *base, const cds_header *h)
     return NULL;
 }
 
+/* --- whose archive ------------------------------------------------------- */
+
+/* Why an archive with status 'st' must not be used, as ssh refuses keys
+   with loose permissions: one owned by another user than root or this
+   process's, or writable by others (it runs as this process's code), in a
+   directory others could swap it in (writable by them without the sticky
+   bit, or owned by another user); NULL if it may be used. */
+static const char *
+check_owner(const char *path, const struct stat *st)
+{
+    uid_t me = geteuid();
+    if (st->st_uid != 0 && st->st_uid != me) {
+        return "owned by another user";
+    }
+    if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+        return "writable by other users";
+    }
+    char *dir = _PyCDS_DirectoryOf(path);
+    if (dir == NULL) {
+        return "out of memory";
+    }
+    struct stat dst;
+    const char *reason = NULL;
+    if (stat(dir, &dst) < 0) {
+        reason = "cannot read its directory";
+    }
+    else if (dst.st_uid != 0 && dst.st_uid != me) {
+        reason = "its directory is owned by another user";
+    }
+    else if ((dst.st_mode & (S_IWGRP | S_IWOTH)) && !(dst.st_mode & S_ISVTX)) {
+        reason = "its directory is writable by other users";
+    }
+    PyMem_RawFree(dir);
+    return reason;
+}
+
 /* --- mapping ------------------------------------------------------------- */
 
 /* Map the whole file privately at 'want' if possible, else anywhere. */
@@ -213,8 +251,11 @@ _PyCDS_MapArchive(const char *path, int anywhere, _PyCDS_Map *map)
                : "cannot open the file";
     }
     cds_header h;
-    const char *reason = NULL;
-    if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
+    const char *reason = check_owner(path, &st);
+    if (reason != NULL) {
+        /* not read at all */
+    }
+    else if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
         reason = "truncated header";
     }
     else {

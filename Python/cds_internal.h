@@ -36,6 +36,8 @@ extern int _PyCDS_EncodePath(PyObject *path, PyObject **bytes,
 /* Open a regular file read-only, never blocking: -1 with errno (EINVAL:
    not a regular file). */
 extern int _PyCDS_OpenRegular(const char *path, struct stat *st);
+/* The directory part of 'path' ("." if none), freed with PyMem_RawFree() */
+extern char *_PyCDS_DirectoryOf(const char *path);
 
 /* A temporary file beside 'path' that replaces it when committed:
    unnamed until then where the file system allows (O_TMPFILE), else

@@ -5,6 +5,8 @@ write, hang the process or exhaust its memory (issue 12, first step)."""
 import fcntl
 import json
 import os
+import shutil
+import tempfile
 import time
 import unittest
 
@@ -13,6 +15,54 @@ from test.test_cds.util import (
     trace_args, write_list)
 
 TIMEOUT = 60        # what a hang would exceed; none of these takes long
+
+
+class WhoseArchiveTests(AppTestCase):
+    """An archive another user could have written is not mapped: it runs
+    as this process's code."""
+
+    ARCHIVE_PER_CLASS = True
+
+    def copy(self, mode=0o644, dir_mode=0o700):
+        d = tempfile.mkdtemp(dir=self.scratch)
+        path = os.path.join(d, 'app.cds')
+        shutil.copyfile(self.archive, path)
+        os.chmod(path, mode)
+        os.chmod(d, dir_mode)
+        return path
+
+    def reason(self, archive):
+        r, info = self.share_info('-X', 'cds_verbose', archive=archive)
+        return info['reason'] if not info['active'] else None
+
+    def test_own_archive_used(self):
+        self.assertIsNone(self.reason(self.copy()))
+        # a sticky directory others can write (as /tmp) is fine
+        self.assertIsNone(self.reason(self.copy(dir_mode=0o1777)))
+
+    def test_writable_by_others(self):
+        self.assertEqual(self.reason(self.copy(mode=0o666)),
+                         'writable by other users')
+        self.assertEqual(self.reason(self.copy(mode=0o664)),
+                         'writable by other users')
+
+    def test_directory_writable_by_others(self):
+        self.assertEqual(self.reason(self.copy(dir_mode=0o777)),
+                         'its directory is writable by other users')
+
+    @unittest.skipUnless(os.geteuid() == 0, 'needs root to give a file away')
+    def test_planted_by_another_user(self):
+        # another user's archive where this process looks (a shared
+        # directory): never mapped, whatever it holds
+        import pwd
+        nobody = pwd.getpwnam('nobody')
+        path = self.copy(dir_mode=0o1777)
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        self.assertEqual(self.reason(path), 'owned by another user')
+        r = self.python('-c', 'import _cds, json; print(json.dumps(_cds.info()))',
+                        env=clean_env(PYTHONCDS='share',
+                                      PYTHONCDSARCHIVE=path))
+        self.assertFalse(json.loads(r.stdout)['active'])
 
 
 class TempAndLockFileTests(AppTestCase):
