@@ -70,8 +70,12 @@ class TempAndLockFileTests(AppTestCase):
     def plant_temp_links(self, path, victim):
         """Symbolic links at the temporary names a writer of 'path' used to
         take (PATH.tmp.<pid>) for the next pids, all to 'victim'."""
-        first = os.getpid()
-        for pid in range(first, first + 400):
+        try:
+            with open('/proc/sys/kernel/ns_last_pid') as f:
+                first = int(f.read()) + 1
+        except (OSError, ValueError):
+            first = os.getpid()
+        for pid in range(first, first + 3000):
             try:
                 os.symlink(victim, f'{path}.tmp.{pid}')
             except FileExistsError:
