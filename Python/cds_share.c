@@ -34,6 +34,8 @@ static struct {
     int state;                 /* 0: not opened yet, 1: mapped, -1: unusable */
     _PyCDS_Map map;            /* the mapped archive */
     uint8_t *mod_state;        /* MOD_* of each index entry */
+    uint8_t *str_ready;        /* a bit per 16-byte slot of R_STR: the
+                                  shared string there is set up */
     const char *reason;        /* why the archive is not used */
     int protect;               /* -X cds_protect: cold region read-only */
     int handler_installed;     /* the fault handler of -X cds_protect */
@@ -80,7 +82,11 @@ _PyCDS_ShareOpen(void)
     }
     const cds_header *h = cds.map.hdr;
     cds.mod_state = PyMem_RawCalloc(h->module_count ? h->module_count : 1, 1);
-    if (cds.mod_state == NULL) {
+    cds.str_ready = PyMem_RawCalloc(h->region_size[R_STR] / CDS_ALIGN / 8 + 1, 1);
+    if (cds.mod_state == NULL || cds.str_ready == NULL) {
+        PyMem_RawFree(cds.mod_state);
+        PyMem_RawFree(cds.str_ready);
+        cds.mod_state = cds.str_ready = NULL;
         _PyCDS_UnmapArchive(&cds.map);
         return unusable(path, "out of memory");
     }
@@ -97,6 +103,32 @@ _PyCDS_ShareOpen(void)
                (cds.map.archive_delta || cds.map.image_delta)
                ? ", relocated on use" : "");
     return 0;
+}
+
+/* The first use of a shared string (a well-formed one: shared_string())
+   in this process: its type, and the fields no checksum covers because
+   the process writes them (the cached hash, the interned state), are set
+   as the dump wrote them, whatever the file holds.  Fields already right
+   are not written, so that their pages can stay shared. */
+static void
+setup_shared_string(PyObject *s)
+{
+    size_t i = (size_t)((char *)s - cds.map.base
+                        - cds.map.hdr->region_offset[R_STR]) / CDS_ALIGN;
+    uint8_t bit = (uint8_t)(1 << (i & 7));
+    if (cds.str_ready[i >> 3] & bit) {
+        return;
+    }
+    cds.str_ready[i >> 3] |= bit;
+    if (Py_TYPE(s) != &PyUnicode_Type) {
+        Py_SET_TYPE(s, &PyUnicode_Type);
+    }
+    if (((PyASCIIObject *)s)->hash != -1) {
+        ((PyASCIIObject *)s)->hash = -1;
+    }
+    if (((PyASCIIObject *)s)->state.interned != SSTATE_NOT_INTERNED) {
+        ((PyASCIIObject *)s)->state.interned = SSTATE_NOT_INTERNED;
+    }
 }
 
 /* Whether [off, off + len) lies within one of the module's ranges. */
@@ -365,10 +397,7 @@ apply_fixups(const cds_index_entry *e, const cds_fixup *fixups,
             case FIXUP_INTERN: {
                 /* consecutive fixups of the same string: intern it once */
                 PyObject *s = *slot;
-                if (Py_TYPE(s) != &PyUnicode_Type) {
-                    /* the first use of this shared string in the process */
-                    Py_SET_TYPE(s, &PyUnicode_Type);
-                }
+                setup_shared_string(s);
                 PyObject *t = (s == last_s) ? last_t
                                             : _PyUnicode_InternArchived(interp, s);
                 if (t != s) {
@@ -549,7 +578,7 @@ intern_seed(PyInterpreterState *interp)
                                        : sizeof(PyCompactUnicodeObject);
         off += (header + ((uint64_t)s->length + 1) * s->state.kind + 15)
                & ~(uint64_t)15;
-        Py_SET_TYPE((PyObject *)s, &PyUnicode_Type);
+        setup_shared_string((PyObject *)s);
         PyObject *t = _PyUnicode_InternArchived(interp, (PyObject *)s);
         if (t != (PyObject *)s) {
             Py_DECREF(t);     /* interned earlier: fixups redirect to it */

@@ -6,10 +6,12 @@ import fcntl
 import json
 import os
 import shutil
+import struct
 import tempfile
 import time
 import unittest
 
+from test.test_cds import format as cdsformat
 from test.test_cds.util import (
     AppTestCase, INFO, LIST_HEADER, clean_env, dump_args, read_list,
     trace_args, write_list)
@@ -63,6 +65,56 @@ class WhoseArchiveTests(AppTestCase):
                         env=clean_env(PYTHONCDS='share',
                                       PYTHONCDSARCHIVE=path))
         self.assertFalse(json.loads(r.stdout)['active'])
+
+
+class SharedStringFieldTests(AppTestCase):
+    """The fields of a shared string that the process writes (the cached
+    hash, the interned state) are outside every checksum: whatever the file
+    holds there, the program runs as without the archive."""
+
+    ARCHIVE_PER_CLASS = True
+
+    def damaged(self, change):
+        """A copy of the archive with change(data, offset) applied to every
+        shared string (but the start-up ones) that cdsapp's modules use."""
+        with open(self.archive, 'rb') as f:
+            data = bytearray(f.read())
+        h = cdsformat.read_header(data)
+        seed_end = h['str_offset'] + (h['seed_size'] + 15) // 16 * 16
+        targets = set()
+        for e in cdsformat.read_index(data):
+            if not e['name'].startswith('cdsapp'):
+                continue
+            for off, kind in cdsformat.fixups(data, e):
+                if kind == 'intern':
+                    target, = struct.unpack_from('<Q', data, off)
+                    target -= h['preferred_base']
+                    if target >= seed_end:
+                        targets.add(target)
+        self.assertGreater(len(targets), 20)
+        for t in targets:
+            change(data, t)
+        # still valid: no checksum covers these fields
+        self.assertEqual(cdsformat.validate(data), [])
+        path = os.path.join(self.scratch, 'damaged.cds')
+        with open(path, 'wb') as f:
+            f.write(data)
+        return path
+
+    def check_runs_as_without(self, archive):
+        r = self.share(self.main, archive=archive)
+        self.assertEqual(r.stdout, self.expected)
+        r, info = self.share_info(code=self.app_code('import cdsapp.shapes'),
+                                  archive=archive)
+        self.assertTrue(info['active'])
+        self.assertGreater(info['served'], 0)
+
+    def test_cached_hash(self):
+        # a wrong cached hash would file the identifiers under the wrong
+        # hash in the interned dict and in the namespaces that use them
+        def change(data, t):
+            struct.pack_into('<q', data, t + 24, 0x5eed)
+        self.check_runs_as_without(self.damaged(change))
 
 
 class TempAndLockFileTests(AppTestCase):
