@@ -8,7 +8,7 @@
  *   cds_trace.c  ->  cds_list.c
  *   cds_dump.c   ->  cds_list.c  cds_builder.c  cds_layout.c  cds_filemap.c
  *   cds_layout.c ->  cds_builder.c (its buffers, cds_builder.h)
- *   cds_share.c  ->  cds_filemap.c  cds_protect.c
+ *   cds_share.c  ->  cds_filemap.c  cds_protect.c  cds_verify.c
  *   cds_builder.c, cds_layout.c, cds_filemap.c, cds_protect.c, cds_list.c
  *                ->  cds_format.c  cds_fileio.c
  *
@@ -150,6 +150,17 @@ extern void _PyCDS_ProtectArchive(const _PyCDS_Map *map);
 /* File offsets of the protected archive, made writable or read-only */
 extern void _PyCDS_ProtectRange(uint64_t start, uint64_t end, int writable);
 extern void _PyCDS_InstallFaultHandler(void);
+
+/* --- cds_verify.c: structural checks before use ------------------------- */
+
+/* The well-formed shared string at file offset 'off', or NULL */
+extern PyASCIIObject *_PyCDS_SharedString(const _PyCDS_Map *map,
+                                          uint64_t off);
+/* NULL if the module's objects may be used (after relocation, before its
+   fixups), else why not */
+extern const char *_PyCDS_VerifyModule(const _PyCDS_Map *map,
+                                       const cds_index_entry *e,
+                                       const cds_fixup *fixups);
 
 /* --- cds_share.c: SHARE ------------------------------------------------- */
 

@@ -147,34 +147,11 @@ in_module(const cds_index_entry *e, uint64_t off, uint64_t len)
     return 0;
 }
 
-/* The shared string at file offset 'off', or NULL if what is there is not
-   a well-formed archived string: checked before anything reads it. */
-static PyASCIIObject *
+/* The shared string at file offset 'off' (cds_verify.c) */
+static inline PyASCIIObject *
 shared_string(uint64_t off)
 {
-    const cds_header *h = cds.map.hdr;
-    uint64_t lo = h->region_offset[R_STR], hi = lo + h->region_size[R_STR];
-    if (off < lo || off % 16 != 0 || off + sizeof(PyASCIIObject) > hi) {
-        return NULL;
-    }
-    PyASCIIObject *s = (PyASCIIObject *)(cds.map.base + off);
-    uintptr_t type = (uintptr_t)s->ob_base.ob_type;
-    if (!_Py_IsImmortal((PyObject *)s)
-        || (type != (uintptr_t)&PyUnicode_Type
-            && type != (uintptr_t)&PyUnicode_Type - cds.map.image_delta)
-        || !s->state.compact || !s->state.statically_allocated
-        || (s->state.kind != 1 && s->state.kind != 2 && s->state.kind != 4)
-        || (s->state.ascii && s->state.kind != 1)
-        || s->length < 0 || (uint64_t)s->length > hi - off)
-    {
-        return NULL;
-    }
-    size_t header = s->state.ascii ? sizeof(PyASCIIObject)
-                                   : sizeof(PyCompactUnicodeObject);
-    if (off + header + ((uint64_t)s->length + 1) * s->state.kind > hi) {
-        return NULL;
-    }
-    return s;
+    return _PyCDS_SharedString(&cds.map, off);
 }
 
 #ifndef MADV_POPULATE_WRITE
@@ -474,6 +451,11 @@ prepare_module(const cds_index_entry *e, const char *name)
             return "bad relocation (corrupt archive)";
         }
         cds.relocated++;
+    }
+    /* what a forged archive could point anywhere (cds_verify.c) */
+    const char *bad = _PyCDS_VerifyModule(&cds.map, e, fixups);
+    if (bad != NULL) {
+        return bad;
     }
     if (apply_fixups(e, fixups, name) < 0) {
         return "";     /* logged by apply_fixups() */

@@ -117,6 +117,119 @@ class SharedStringFieldTests(AppTestCase):
         self.check_runs_as_without(self.damaged(change))
 
 
+# PyCodeObject field offsets (64-bit 3.13, Include/cpython/code.h)
+CO_CONSTS, CO_NAMES, CO_FRAMESIZE, CO_FILENAME, CO_LINETABLE = (
+    24, 32, 76, 112, 136)
+
+
+class ForgedArchiveTests(AppTestCase):
+    """Archives whose checksums were recomputed after a change (what an
+    attacker can do with the documented algorithm): the forged module is
+    refused, the rest of the program runs, nothing crashes."""
+
+    ARCHIVE_PER_CLASS = True
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        with open(cls.archive, 'rb') as f:
+            cls.good = f.read()
+
+    def forge(self, mutate, name):
+        data = bytearray(self.good)
+        h = cdsformat.read_header(data)
+        entries = cdsformat.read_index(data)
+        i, e = next((i, e) for i, e in enumerate(entries) if e['name'] == name)
+        mutate(data, h, e)
+        # every checksum redone
+        e['checksum'] = cdsformat.module_checksum(data, e)
+        rs = h['reloc_offset'] + 8 * e['reloc_start']
+        e['reloc_checksum'] = cdsformat.checksum(
+            data[rs:rs + 8 * e['reloc_count']])
+        fields = dict(e, kind={'source': 1, 'frozen': 2}[e['kind']])
+        cdsformat.ENTRY.pack_into(
+            data, h['index_offset'] + i * cdsformat.ENTRY.size,
+            *(fields[k] for k in cdsformat.ENTRY_FIELDS))
+        index = data[h['index_offset']:h['strtab_offset']]
+        strtab = data[h['strtab_offset']:h['strtab_offset'] + h['strtab_size']]
+        data = cdsformat.set_header(data, index_checksum=cdsformat.checksum(
+            strtab, cdsformat.checksum(index)))
+        path = os.path.join(self.scratch, 'forged.cds')
+        with open(path, 'wb') as f:
+            f.write(data)
+        return path
+
+    def check_refused(self, mutate, name='cdsapp.shapes', relocate=False):
+        path = self.forge(mutate, name)
+        options = ['-X', 'cds_relocate'] if relocate else []
+        r = self.share('-X', 'cds_verbose', *options, self.main,
+                       archive=path, check=False, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, self.expected)
+        self.assertRegex(r.stderr, f'cds: module {name}: .*(corrupt archive)')
+
+    @staticmethod
+    def u64(data, off):
+        return struct.unpack_from('<Q', data, off)[0]
+
+    def test_entry_code_is_not_code(self):
+        def mutate(data, h, e):
+            # the module's "code object" is its constants tuple
+            e['code'] = self.u64(data, e['code'] + CO_CONSTS) - h['preferred_base']
+        self.check_refused(mutate)
+
+    def test_consts_is_bytes(self):
+        def mutate(data, h, e):
+            struct.pack_into('<Q', data, e['code'] + CO_CONSTS,
+                             self.u64(data, e['code'] + CO_LINETABLE))
+        self.check_refused(mutate)
+        self.check_refused(mutate, relocate=True)
+
+    def test_names_outside_the_archive(self):
+        def mutate(data, h, e):
+            struct.pack_into('<Q', data, e['code'] + CO_NAMES,
+                             h['preferred_base'] + h['file_size'] + (1 << 30))
+        self.check_refused(mutate)
+
+    def test_frame_size(self):
+        def mutate(data, h, e):
+            off = e['code'] + CO_FRAMESIZE
+            struct.pack_into('<i', data, off,
+                             struct.unpack_from('<i', data, off)[0] + 100000)
+        self.check_refused(mutate)
+
+    def test_function_code(self):
+        # a function's code object, reached through the module's constants
+        def mutate(data, h, e):
+            codes = [off for off, kind in cdsformat.fixups(data, e)
+                     if kind == 'code']
+            self.assertTrue(codes)
+            for off in codes:
+                struct.pack_into('<Q', data, off + CO_NAMES,
+                                 self.u64(data, off + CO_FILENAME))
+        self.check_refused(mutate)
+
+    def test_frozenset_fixup_not_a_tuple(self):
+        def mutate(data, h, e):
+            sets = [off for off, kind in cdsformat.fixups(data, e)
+                    if kind == 'frozenset']
+            self.assertTrue(sets)
+            struct.pack_into('<Q', data, sets[0],
+                             self.u64(data, e['code'] + CO_LINETABLE))
+        self.check_refused(mutate, name='cdsapp.consts')
+
+    def test_relocation_applied_twice(self):
+        # the record of co_consts replaced by a second one of co_names:
+        # co_names moves twice, co_consts not at all
+        def mutate(data, h, e):
+            rs = h['reloc_offset'] + 8 * e['reloc_start']
+            recs = [self.u64(data, rs + 8 * k) for k in range(e['reloc_count'])]
+            k_consts = recs.index(e['code'] + CO_CONSTS)
+            names = recs.index(e['code'] + CO_NAMES)
+            struct.pack_into('<Q', data, rs + 8 * k_consts, recs[names])
+        self.check_refused(mutate, relocate=True)
+
+
 class TempAndLockFileTests(AppTestCase):
 
     def plant_temp_links(self, path, victim):
