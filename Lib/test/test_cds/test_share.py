@@ -222,12 +222,6 @@ class BadArchiveTests(AppTestCase):
     # each test damages a copy of the archive, in its scratch directory
     ARCHIVE_PER_CLASS = True
 
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        with open(cls.archive, 'rb') as f:
-            cls.good = f.read()
-
     def setUp(self):
         super().setUp()
         self.bad = os.path.join(self.scratch, 'bad.cds')

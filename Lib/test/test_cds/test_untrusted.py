@@ -129,12 +129,6 @@ class ForgedArchiveTests(AppTestCase):
 
     ARCHIVE_PER_CLASS = True
 
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        with open(cls.archive, 'rb') as f:
-            cls.good = f.read()
-
     def forge(self, mutate, name):
         data = bytearray(self.good)
         h = cdsformat.read_header(data)

@@ -357,7 +357,7 @@ class AppTestCase(unittest.TestCase):
     With ARCHIVE_PER_CLASS, for tests that only read the archive, the
     directory is made and the application traced and dumped once, in
     setUpClass, which also sets 'expected', the application's output
-    without the archive; otherwise each test has a fresh directory and
+    without the archive, and 'good', the archive's bytes; otherwise each test has a fresh directory and
     calls trace_and_dump() itself."""
 
     ARCHIVE_PER_CLASS = False
@@ -370,6 +370,8 @@ class AppTestCase(unittest.TestCase):
             make_archive(cls.lst, cls.archive, [cls.main], cwd=cls.tmp)
             # the application's output without the archive
             cls.expected = run_checked(cls.main, cwd=cls.tmp).stdout
+            with open(cls.archive, 'rb') as f:
+                cls.good = f.read()     # for the tests that damage copies
 
     def setUp(self):
         super().setUp()
