@@ -313,6 +313,13 @@ _PyCDS_ReadConfig(const PyConfig *config)
     if (_PyStatus_EXCEPTION(status)) {
         return status;
     }
+    /* check every name and constant of a module before use */
+    status = read_flag(config, L"cds_verify", "PYTHONCDSVERIFY", &s.verify,
+                       "bad value for option -X cds_verify "
+                       "(expected nothing, \"0\" or \"1\")");
+    if (_PyStatus_EXCEPTION(status)) {
+        return status;
+    }
     status = read_mode(config, &s);
     if (_PyStatus_EXCEPTION(status)) {
         return status;

@@ -153,14 +153,15 @@ extern void _PyCDS_InstallFaultHandler(void);
 
 /* --- cds_verify.c: structural checks before use ------------------------- */
 
-/* The well-formed shared string at file offset 'off', or NULL */
-extern PyASCIIObject *_PyCDS_SharedString(const _PyCDS_Map *map,
-                                          uint64_t off);
 /* NULL if the module's objects may be used (after relocation, before its
-   fixups), else why not */
+   fixups), else why not.  'str_valid': a bit per 16 bytes of R_STR, set
+   where a shared string was checked well-formed (the module's own are,
+   by its checksum); 'deep': check every name and constant too */
 extern const char *_PyCDS_VerifyModule(const _PyCDS_Map *map,
                                        const cds_index_entry *e,
-                                       const cds_fixup *fixups);
+                                       const cds_fixup *fixups,
+                                       const uint8_t *str_valid,
+                                       int deep);
 
 /* --- cds_share.c: SHARE ------------------------------------------------- */
 

@@ -36,6 +36,7 @@ static struct {
     uint8_t *mod_state;        /* MOD_* of each index entry */
     uint8_t *str_ready;        /* a bit per 16-byte slot of R_STR: the
                                   shared string there is set up */
+    uint8_t *str_valid;        /* and: checked well-formed */
     const char *reason;        /* why the archive is not used */
     int protect;               /* -X cds_protect: cold region read-only */
     int handler_installed;     /* the fault handler of -X cds_protect */
@@ -82,11 +83,16 @@ _PyCDS_ShareOpen(void)
     }
     const cds_header *h = cds.map.hdr;
     cds.mod_state = PyMem_RawCalloc(h->module_count ? h->module_count : 1, 1);
-    cds.str_ready = PyMem_RawCalloc(h->region_size[R_STR] / CDS_ALIGN / 8 + 1, 1);
-    if (cds.mod_state == NULL || cds.str_ready == NULL) {
+    size_t nbits = h->region_size[R_STR] / CDS_ALIGN / 8 + 1;
+    cds.str_ready = PyMem_RawCalloc(nbits, 1);
+    cds.str_valid = PyMem_RawCalloc(nbits, 1);
+    if (cds.mod_state == NULL || cds.str_ready == NULL
+        || cds.str_valid == NULL)
+    {
         PyMem_RawFree(cds.mod_state);
         PyMem_RawFree(cds.str_ready);
-        cds.mod_state = cds.str_ready = NULL;
+        PyMem_RawFree(cds.str_valid);
+        cds.mod_state = cds.str_ready = cds.str_valid = NULL;
         _PyCDS_UnmapArchive(&cds.map);
         return unusable(path, "out of memory");
     }
@@ -147,12 +153,39 @@ in_module(const cds_index_entry *e, uint64_t off, uint64_t len)
     return 0;
 }
 
-/* The shared string at file offset 'off' (cds_verify.c) */
-static inline PyASCIIObject *
+/* The shared string at file offset 'off', or NULL if what is there is not
+   a well-formed archived string: checked before anything reads it. */
+static PyASCIIObject *
 shared_string(uint64_t off)
 {
-    return _PyCDS_SharedString(&cds.map, off);
+    const cds_header *h = cds.map.hdr;
+    uint64_t lo = h->region_offset[R_STR], hi = lo + h->region_size[R_STR];
+    if (off < lo || off % CDS_ALIGN != 0 || off + sizeof(PyASCIIObject) > hi) {
+        return NULL;
+    }
+    PyASCIIObject *s = (PyASCIIObject *)(cds.map.base + off);
+    uintptr_t type = (uintptr_t)s->ob_base.ob_type;
+    if (!_Py_IsImmortal((PyObject *)s)
+        || (type != (uintptr_t)&PyUnicode_Type
+            && type != (uintptr_t)&PyUnicode_Type - cds.map.image_delta)
+        || !s->state.compact || !s->state.statically_allocated
+        || (s->state.kind != 1 && s->state.kind != 2 && s->state.kind != 4)
+        || (s->state.ascii && s->state.kind != 1)
+        || s->length < 0 || (uint64_t)s->length > hi - off)
+    {
+        return NULL;
+    }
+    size_t header = s->state.ascii ? sizeof(PyASCIIObject)
+                                   : sizeof(PyCompactUnicodeObject);
+    if (off + header + ((uint64_t)s->length + 1) * s->state.kind > hi) {
+        return NULL;
+    }
+    /* checked: the structural checks rely on it (cds_verify.c) */
+    uint64_t i = (off - lo) / CDS_ALIGN;
+    cds.str_valid[i / 8] |= (uint8_t)(1 << (i & 7));
+    return s;
 }
+
 
 #ifndef MADV_POPULATE_WRITE
 #  define MADV_POPULATE_WRITE 23      /* Linux 5.14 */
@@ -453,7 +486,9 @@ prepare_module(const cds_index_entry *e, const char *name)
         cds.relocated++;
     }
     /* what a forged archive could point anywhere (cds_verify.c) */
-    const char *bad = _PyCDS_VerifyModule(&cds.map, e, fixups);
+    const char *bad = _PyCDS_VerifyModule(&cds.map, e, fixups,
+                                          cds.str_valid,
+                                          _PyCDS_GetSettings()->verify);
     if (bad != NULL) {
         return bad;
     }

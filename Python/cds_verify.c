@@ -12,8 +12,12 @@
  * the module.  They run after relocation, so a relocation record applied
  * twice shows as a pointer or type out of place.
  *
- * Not checked (trusted as a .pyc file is): the bytecode itself, and
- * constants nested in constant tuples past the first level.
+ * By default the items of the names tuples and constants other than code
+ * objects are not checked one by one (that costs a few percent of a
+ * start-up); -X cds_verify checks them too: each name a string, each
+ * constant of a type an archive holds, in its place.  Never checked
+ * (trusted as a .pyc file is): the bytecode itself, and constants nested
+ * in constant tuples.
  *
  * Errors: each check returns the reason the module cannot be used, or
  * NULL; nothing raises.
@@ -29,41 +33,28 @@
 #include "pycore_runtime.h"       // _PyRuntime
 #include "cds_internal.h"
 
-/* The shared string at file offset 'off', or NULL if what is there is not
-   a well-formed archived string: checked before anything reads it. */
-PyASCIIObject *
-_PyCDS_SharedString(const _PyCDS_Map *m, uint64_t off)
-{
-    const cds_header *h = m->hdr;
-    uint64_t lo = h->region_offset[R_STR], hi = lo + h->region_size[R_STR];
-    if (off < lo || off % CDS_ALIGN != 0 || off + sizeof(PyASCIIObject) > hi) {
-        return NULL;
-    }
-    PyASCIIObject *s = (PyASCIIObject *)(m->base + off);
-    uintptr_t type = (uintptr_t)s->ob_base.ob_type;
-    if (!_Py_IsImmortal((PyObject *)s)
-        || (type != (uintptr_t)&PyUnicode_Type
-            && type != (uintptr_t)&PyUnicode_Type - m->image_delta)
-        || !s->state.compact || !s->state.statically_allocated
-        || (s->state.kind != 1 && s->state.kind != 2 && s->state.kind != 4)
-        || (s->state.ascii && s->state.kind != 1)
-        || s->length < 0 || (uint64_t)s->length > hi - off)
-    {
-        return NULL;
-    }
-    size_t header = s->state.ascii ? sizeof(PyASCIIObject)
-                                   : sizeof(PyCompactUnicodeObject);
-    if (off + header + ((uint64_t)s->length + 1) * s->state.kind > hi) {
-        return NULL;
-    }
-    return s;
-}
-
 typedef struct {
     const _PyCDS_Map *map;
     const cds_index_entry *entry;
     Py_ssize_t budget;           /* code objects left to visit */
+    uintptr_t str_lo;            /* the shared strings (R_STR) */
+    uint64_t str_size;
+    const uint8_t *str_valid;    /* a bit per 16 bytes: a string there was
+                                    checked well-formed (cds_share.c) */
+    int deep;                    /* -X cds_verify: every item too */
 } checker;
+
+/* -1 if 'op' is not in R_STR, else whether it is a checked shared string */
+static inline int
+shared_ok(const checker *c, const void *op)
+{
+    uint64_t d = (uint64_t)((uintptr_t)op - c->str_lo);
+    if (d >= c->str_size) {
+        return -1;
+    }
+    return d % CDS_ALIGN == 0
+           && (c->str_valid[d / CDS_ALIGN / 8] >> ((d / CDS_ALIGN) & 7)) & 1;
+}
 
 /* Whether [p, p + size) lies in the module's range of region 'r'. */
 static int
@@ -101,19 +92,16 @@ is_static(const checker *c, const void *p, uint64_t size)
            || p == Py_Ellipsis || p == Py_NotImplemented;
 }
 
-/* A str: a shared string, one of the module, or a static one. */
+/* A str: a shared string, one of the module (R_WARM), or a static one. */
 static int
 str_ok(const checker *c, PyObject *op)
 {
-    uint64_t off = (uint64_t)((char *)op - c->map->base);
-    if ((char *)op >= c->map->base && off < c->map->size
-        && _PyCDS_SharedString(c->map, off) != NULL)
-    {
-        return 1;
+    int shared = shared_ok(c, op);
+    if (shared >= 0) {
+        return shared;
     }
-    if (!in_module(c, op, sizeof(PyASCIIObject))
-        && !is_static(c, op, sizeof(PyASCIIObject)))
-    {
+    int own = in_range(c, op, sizeof(PyASCIIObject), R_WARM);
+    if (!own && !is_static(c, op, sizeof(PyASCIIObject))) {
         return 0;
     }
     if (Py_TYPE(op) != &PyUnicode_Type || !PyUnicode_IS_COMPACT(op)) {
@@ -129,17 +117,24 @@ str_ok(const checker *c, PyObject *op)
         return 0;
     }
     size += ((uint64_t)s->length + 1) * kind;
-    return in_module(c, op, size) || is_static(c, op, size);
+    return own ? in_range(c, op, size, R_WARM) : is_static(c, op, size);
 }
 
-/* An object of 'type' (tuple or bytes) of the module or the image, with
-   its items or data inside it. */
+/* A tuple or bytes object of the module (bytes are cold, tuples cold or
+   in R_TUP) or a static one, with its items or data inside it. */
 static int
 var_ok(const checker *c, PyObject *op, PyTypeObject *type)
 {
-    if (!in_module(c, op, sizeof(PyVarObject))
-        && !is_static(c, op, sizeof(PyVarObject)))
+    int r = 0;
+    if (in_range(c, op, sizeof(PyVarObject), R_COLD)) {
+        r = R_COLD;
+    }
+    else if (type == &PyTuple_Type
+             && in_range(c, op, sizeof(PyVarObject), R_TUP))
     {
+        r = R_TUP;
+    }
+    else if (!is_static(c, op, sizeof(PyVarObject))) {
         return 0;
     }
     if (Py_TYPE(op) != type || Py_SIZE(op) < 0
@@ -150,23 +145,19 @@ var_ok(const checker *c, PyObject *op, PyTypeObject *type)
     uint64_t size = (type == &PyTuple_Type)
                     ? _PyObject_VAR_SIZE(&PyTuple_Type, Py_SIZE(op))
                     : offsetof(PyBytesObject, ob_sval) + Py_SIZE(op) + 1;
-    return in_module(c, op, size) || is_static(c, op, size);
+    return r ? in_range(c, op, size, r) : is_static(c, op, size);
 }
 
-/* A constant of co_consts: a static object, or one of the module of a
-   type an archive holds. */
 static int code_ok(checker *c, PyCodeObject *co);
 
 static int
 const_ok(checker *c, PyObject *op)
 {
-    if (is_static(c, op, sizeof(PyObject))) {
-        return 1;
+    int shared = shared_ok(c, op);
+    if (shared >= 0) {
+        return shared;
     }
-    uint64_t off = (uint64_t)((char *)op - c->map->base);
-    if ((char *)op >= c->map->base && off < c->map->size
-        && _PyCDS_SharedString(c->map, off) != NULL)
-    {
+    if (is_static(c, op, sizeof(PyObject))) {
         return 1;
     }
     if (!in_module(c, op, sizeof(PyObject))) {
@@ -243,9 +234,21 @@ code_ok(checker *c, PyCodeObject *co)
         return 0;
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
-        if (!const_ok(c, PyTuple_GET_ITEM(co->co_consts, i))) {
+        PyObject *item = PyTuple_GET_ITEM(co->co_consts, i);
+        if (c->deep) {
+            if (!const_ok(c, item)) {
+                return 0;
+            }
+        }
+        else if (in_range(c, item, sizeof(PyObject), R_CODE)
+                 && !code_ok(c, (PyCodeObject *)item))
+        {
+            /* the code objects the module runs are all reachable */
             return 0;
         }
+    }
+    if (!c->deep) {
+        return 1;
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_names); i++) {
         if (!str_ok(c, PyTuple_GET_ITEM(co->co_names, i))) {
@@ -262,12 +265,15 @@ code_ok(checker *c, PyCodeObject *co)
 
 const char *
 _PyCDS_VerifyModule(const _PyCDS_Map *map, const cds_index_entry *e,
-                    const cds_fixup *fixups)
+                    const cds_fixup *fixups, const uint8_t *str_valid,
+                    int deep)
 {
     const uint64_t *code_range = e->range[R_CODE - 1];
     checker c = {map, e,
                  (Py_ssize_t)((code_range[1] - code_range[0])
-                              / sizeof(PyCodeObject))};
+                              / sizeof(PyCodeObject)),
+                 (uintptr_t)map->base + map->hdr->region_offset[R_STR],
+                 map->hdr->region_size[R_STR], str_valid, deep};
     /* every code object the module runs is reachable from its own */
     if (!code_ok(&c, (PyCodeObject *)(map->base + e->code))) {
         return "a code object is malformed (corrupt archive)";

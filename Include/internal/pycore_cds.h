@@ -36,6 +36,9 @@ typedef struct {
     /* -X cds_protect: map the never-written parts of the archive read-only,
        so that a write to them faults at once with a diagnostic */
     int protect;
+    /* -X cds_verify: check every name and constant of an archived module
+       before use, not only its code objects (cds_verify.c) */
+    int verify;
     /* PYTHONCDSSTATS (testing aid): file to append SHARE counters to at
        exit, or NULL */
     char *stats_path;

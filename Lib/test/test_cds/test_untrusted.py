@@ -153,9 +153,10 @@ class ForgedArchiveTests(AppTestCase):
             f.write(data)
         return path
 
-    def check_refused(self, mutate, name='cdsapp.shapes', relocate=False):
+    def check_refused(self, mutate, name='cdsapp.shapes', relocate=False,
+                      options=()):
         path = self.forge(mutate, name)
-        options = ['-X', 'cds_relocate'] if relocate else []
+        options = [*options, *(['-X', 'cds_relocate'] if relocate else [])]
         r = self.share('-X', 'cds_verbose', *options, self.main,
                        archive=path, check=False, timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -211,6 +212,18 @@ class ForgedArchiveTests(AppTestCase):
             struct.pack_into('<Q', data, sets[0],
                              self.u64(data, e['code'] + CO_LINETABLE))
         self.check_refused(mutate, name='cdsapp.consts')
+
+    def test_deep_checks(self):
+        # a name that is not a string, and a constant out of its place:
+        # only -X cds_verify checks them one by one
+        def name_is_bytes(data, h, e):
+            names = self.u64(data, e['code'] + CO_NAMES) - h['preferred_base']
+            struct.pack_into('<Q', data, names + 24 + 8,
+                             self.u64(data, e['code'] + CO_LINETABLE))
+        self.check_refused(name_is_bytes, options=['-X', 'cds_verify'])
+        r = self.share('-X', 'cds_verify=2', '-c', 'pass', check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('-X cds_verify', r.stderr)
 
     def test_relocation_applied_twice(self):
         # the record of co_consts replaced by a second one of co_names:

@@ -35,7 +35,7 @@ from test.support import os_helper
 # without them.
 CDS_ENV_VARS = (
     'PYTHONCDS', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE', 'PYTHONCDSVERBOSE',
-    'PYTHONCDSPROTECT', 'PYTHONCDSSTATS',
+    'PYTHONCDSPROTECT', 'PYTHONCDSSTATS', 'PYTHONCDSVERIFY',
     # the older names of the original tool
     'PYCDSMODE', 'PYCDSLIST', 'PYCDSARCHIVE', 'PYCDSVERBOSE',
 )
