@@ -123,6 +123,23 @@ _PyCDS_IsClassBody(PyObject *op)
            && !(((PyCodeObject *)op)->co_flags & CO_NEWLOCALS);
 }
 
+/* Whether the file range [off, off + len) lies in one of the module's
+   ranges (without overflow, whatever the file holds); the code range
+   first: most records are there. */
+static inline int
+_PyCDS_InModule(const cds_index_entry *e, uint64_t off, uint64_t len)
+{
+    static const int order[CDS_NRANGES] = {
+        R_CODE - 1, R_TUP - 1, R_WARM - 1, R_COLD - 1};
+    for (int i = 0; i < CDS_NRANGES; i++) {
+        const uint64_t *range = e->range[order[i]];
+        if (off >= range[0] && off <= range[1] && len <= range[1] - off) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* --- checksums (cds_format.c) ------------------------------------------- */
 
 #define CDS_CK_P1 0x9E3779B185EBCA87ULL

@@ -20,6 +20,7 @@
 
 #include "Python.h"
 #include "pycore_cds.h"
+#include "pycore_fileutils.h"     // _Py_DecodeUTF8Ex()
 #include "cds_internal.h"
 
 #include <errno.h>
@@ -160,34 +161,18 @@ _PyCDS_ListAdd(_PyCDS_List *list, const char *name, const char *kind,
     return 1;
 }
 
-/* Whether 's' is well-formed UTF-8 (no overlong forms, surrogates or
-   code points past U+10FFFF). */
+/* Whether 's' is well-formed UTF-8 (CPython's strict decoder; raw
+   memory, so it works late in finalization). */
 static int
-valid_utf8(const unsigned char *s)
+valid_utf8(const char *s)
 {
-    while (*s) {
-        unsigned c = *s++;
-        int n;
-        unsigned min;
-        if (c < 0x80) {
-            continue;
-        }
-        else if ((c & 0xE0) == 0xC0) { n = 1; min = 0x80; c &= 0x1F; }
-        else if ((c & 0xF0) == 0xE0) { n = 2; min = 0x800; c &= 0x0F; }
-        else if ((c & 0xF8) == 0xF0) { n = 3; min = 0x10000; c &= 0x07; }
-        else {
-            return 0;
-        }
-        for (int i = 0; i < n; i++, s++) {
-            if ((*s & 0xC0) != 0x80) {
-                return 0;
-            }
-            c = (c << 6) | (*s & 0x3F);
-        }
-        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) {
-            return 0;
-        }
+    wchar_t *wstr;
+    if (_Py_DecodeUTF8Ex(s, (Py_ssize_t)strlen(s), &wstr, NULL, NULL,
+                         _Py_ERROR_STRICT) != 0)
+    {
+        return 0;       /* not UTF-8, or out of memory: not a name */
     }
+    PyMem_RawFree(wstr);
     return 1;
 }
 
@@ -197,7 +182,7 @@ _PyCDS_ValidModuleName(const char *name)
     /* dotted identifiers; bytes >= 0x80 are accepted if they are UTF-8
        (non-ASCII identifiers) */
     int at_start = 1;
-    if (*name == '\0' || !valid_utf8((const unsigned char *)name)) {
+    if (*name == '\0' || !valid_utf8(name)) {
         return 0;
     }
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) {

@@ -137,22 +137,6 @@ setup_shared_string(PyObject *s)
     }
 }
 
-/* Whether [off, off + len) lies within one of the module's ranges. */
-static inline int
-in_module(const cds_index_entry *e, uint64_t off, uint64_t len)
-{
-    /* the code range first: most records are there */
-    static const int order[CDS_NRANGES] = {
-        R_CODE - 1, R_TUP - 1, R_WARM - 1, R_COLD - 1};
-    for (int i = 0; i < CDS_NRANGES; i++) {
-        int r = order[i];
-        if (off >= e->range[r][0] && off + len <= e->range[r][1]) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 /* The shared string at file offset 'off', or NULL if what is there is not
    a well-formed archived string: checked before anything reads it. */
 static PyASCIIObject *
@@ -305,14 +289,14 @@ entry_ok(const cds_index_entry *e)
              || e->reloc_count > h->reloc_count - e->reloc_start
              || e->fixup_start > h->fixup_count
              || e->fixup_count > h->fixup_count - e->fixup_start
-             || !in_module(e, e->code, sizeof(PyCodeObject)));
+             || !_PyCDS_InModule(e, e->code, sizeof(PyCodeObject)));
 }
 
 static int
 fixups_ok(const cds_index_entry *e, const cds_fixup *fixups)
 {
     for (uint64_t k = 0; k < e->fixup_count; k++) {
-        if (!in_module(e, fixups[k].offset, 8) || (fixups[k].offset & 7)
+        if (!_PyCDS_InModule(e, fixups[k].offset, 8) || (fixups[k].offset & 7)
             || fixups[k].kind < FIXUP_INTERN || fixups[k].kind > FIXUP_CODE)
         {
             return 0;
@@ -375,7 +359,7 @@ relocate_module(const cds_index_entry *e, const uint64_t *relocs)
         if (delta == 0) {
             continue;
         }
-        if ((rec & 6) || !in_module(e, rec & ~(uint64_t)1, 8)) {
+        if ((rec & 6) || !_PyCDS_InModule(e, rec & ~(uint64_t)1, 8)) {
             bad = 1;
             break;
         }

@@ -10,7 +10,8 @@
  * strings or the interpreter image, consistent frame sizes, and constants
  * of the types an archive holds; every FIXUP_FROZENSET targets a tuple of
  * the module.  They run after relocation, so a relocation record applied
- * twice shows as a pointer or type out of place.
+ * twice to a checked field shows as a pointer or type out of place (the
+ * records themselves are not checked for duplicates).
  *
  * By default the items of the names tuples and constants other than code
  * objects are not checked one by one (that costs a few percent of a
@@ -66,17 +67,13 @@ in_range(const checker *c, const void *p, uint64_t size, int r)
            && off <= range[1] && size <= range[1] - off;
 }
 
-/* Where a pointer of the module may point: its own objects, the shared
-   strings, or a static object of the interpreter image. */
+/* Whether [p, p + size) lies in the module's own objects. */
 static int
 in_module(const checker *c, const void *p, uint64_t size)
 {
-    for (int r = 1; r < CDS_NREGIONS; r++) {
-        if (in_range(c, p, size, r)) {
-            return 1;
-        }
-    }
-    return 0;
+    return (const char *)p >= c->map->base
+           && _PyCDS_InModule(c->entry,
+                              (uint64_t)((const char *)p - c->map->base), size);
 }
 
 /* The static objects an archive may point at: the runtime's static

@@ -225,6 +225,16 @@ class ForgedArchiveTests(AppTestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn('-X cds_verify', r.stderr)
 
+    def test_fixup_offset_wraps_around(self):
+        # an offset whose end wraps past 2**64 was taken as inside the
+        # module, and the fixup wrote outside the mapping
+        def mutate(data, h, e):
+            k = [kind for off, kind in cdsformat.fixups(data, e)].index('code')
+            fs = (h['fixup_offset']
+                  + cdsformat.FIXUP.size * (e['fixup_start'] + k))
+            struct.pack_into('<Q', data, fs, (1 << 64) - 8)
+        self.check_refused(mutate)
+
     def test_relocation_applied_twice(self):
         # the record of co_consts replaced by a second one of co_names:
         # co_names moves twice, co_consts not at all
