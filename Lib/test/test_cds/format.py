@@ -7,6 +7,7 @@ the tests check the format as documented.
 import struct
 
 MAGIC = b'PYCDS\r\n\x1a'
+FORMAT_VERSION = 3
 COMPLETE = 0x45544c504d4f43
 PAGE = 4096
 
@@ -23,9 +24,9 @@ HEADER_FIELDS = (('magic', 'format_version', 'header_size', 'fingerprint',
                  + tuple(f'{r}_size' for r in REGIONS)
                  + ('seed_size', 'seed_checksum', 'optimize', 'index_checksum', 'header_checksum', 'complete'))
 
-ENTRY = struct.Struct('<IIQQQqqQ8QQQQQQQ')
+ENTRY = struct.Struct('<IIQQQqqQQ8QQQQQQQ')
 ENTRY_FIELDS = (('kind', 'name_len', 'name_off', 'path_off', 'path_len',
-                 'mtime_ns', 'size', 'code')
+                 'mtime_ns', 'size', 'source_hash', 'code')
                 + tuple(f'{r}_{end}' for r in MODULE_REGIONS
                         for end in ('start', 'end'))
                 + ('reloc_start', 'reloc_count', 'fixup_start', 'fixup_count',
@@ -111,6 +112,13 @@ def fixups(data, entry):
         data[start:start + FIXUP.size * entry['fixup_count']])]
 
 
+def source_hash(source):
+    """The 'source_hash' an entry records for the source bytes 'source':
+    the keyed hash of a hash-based .pyc, as a little-endian integer."""
+    import importlib.util
+    return int.from_bytes(importlib.util.source_hash(source), 'little')
+
+
 def in_module(entry, offset):
     return any(entry[f'{r}_start'] <= offset < entry[f'{r}_end']
                for r in MODULE_REGIONS)
@@ -161,6 +169,8 @@ def validate(data):
     h = read_header(data)
     if h['magic'] != MAGIC:
         return ['bad magic']
+    if h['format_version'] != FORMAT_VERSION:
+        return ['format version']
     if h['complete'] != COMPLETE:
         problems.append('incomplete')
     if header_checksum(h) != h['header_checksum']:
@@ -180,9 +190,13 @@ def validate(data):
         rs = h['reloc_offset'] + 8 * e['reloc_start']
         if checksum(data[rs:rs + 8 * e['reloc_count']]) != e['reloc_checksum']:
             problems.append(f"{e['name']}: relocations checksum")
-        for r in relocations(data, e):
+        records = relocations(data, e)
+        for r in records:
             if not in_module(e, r & ~1):
                 problems.append(f"{e['name']}: relocation outside the module")
+        if any(a >= b for a, b in zip(records, records[1:])):
+            problems.append(f"{e['name']}: relocations not strictly "
+                            "ascending (unsorted or duplicate)")
         for off, kind in fixups(data, e):
             if kind == 'intern':
                 target = struct.unpack_from('<Q', data, off)[0] - h['preferred_base']

@@ -27,6 +27,7 @@ class ArchiveFileTests(unittest.TestCase):
         self.assertEqual(cdsformat.validate(data), [])
         h = cdsformat.read_header(data)
         self.assertEqual(h['magic'], cdsformat.MAGIC)
+        self.assertEqual(h['format_version'], cdsformat.FORMAT_VERSION)
         self.assertEqual(h['file_size'] % cdsformat.PAGE, 0)
         end = h['fixup_offset'] + 16 * h['fixup_count']
         for region in cdsformat.REGIONS:
@@ -48,8 +49,17 @@ class ArchiveFileTests(unittest.TestCase):
                 st = os.stat(e['path'])
                 self.assertEqual((e['size'], e['mtime_ns']),
                                  (st.st_size, st.st_mtime_ns))
+                # the hash a hash-based .pyc of the source would hold
+                with open(e['path'], 'rb') as f:
+                    self.assertEqual(e['source_hash'],
+                                     cdsformat.source_hash(f.read()),
+                                     e['name'])
             else:
                 self.assertIsNone(e['path'])
+                self.assertEqual(e['source_hash'], 0)
+            # strictly ascending: no slot relocated twice
+            relocs = cdsformat.relocations(data, e)
+            self.assertEqual(relocs, sorted(set(relocs)), e['name'])
             self.assertTrue(e['code_start'] <= e['code'] < e['code_end'])
             kinds = [k for off, k in cdsformat.fixups(data, e)]
             # interning first, then frozensets, then code objects
