@@ -1,6 +1,7 @@
 """Parsing of the -X cds* options and the PYTHONCDS* environment."""
 
 import glob
+import json
 import os
 import re
 import sysconfig
@@ -15,7 +16,8 @@ INFO = 'import _cds; i = _cds.info(); print(i["mode"], i["list"], i["archive"], 
 
 def info(*args, env=None, cwd=None):
     if cwd is None:
-        # trace mode writes its list (default: ./pycds.lst) at exit
+        # trace mode writes its list (a relative path: in the working
+        # directory) at exit
         with tempfile.TemporaryDirectory() as tmp:
             return info(*args, env=env, cwd=tmp)
     r = run_python(*args, '-c', INFO, env=env, cwd=cwd)
@@ -37,10 +39,13 @@ class OptionTests(unittest.TestCase):
         self.assertEqual(os.path.basename(lst), 'x.lst')
 
     def test_env_modes(self):
-        self.assertEqual(info(env=clean_env(PYTHONCDS='trace'))[0], 'trace')
+        self.assertEqual(info(env=clean_env(PYTHONCDS='trace',
+                                            PYTHONCDSLIST='x.lst'))[0],
+                         'trace')
         for value in ('TRACE', 'trace', 'TrAcE'):
             with self.subTest(value=value):
-                self.assertEqual(info(env=clean_env(PYCDSMODE=value))[0],
+                self.assertEqual(info(env=clean_env(PYCDSMODE=value,
+                                                    PYCDSLIST='x.lst'))[0],
                                  'trace')
 
     def test_xoption_wins_over_env(self):
@@ -76,13 +81,70 @@ class OptionTests(unittest.TestCase):
         self.assertEqual(info('-X', 'cds_verbose=3')[3], 3)
         self.assertEqual(info(env=clean_env(PYTHONCDSVERBOSE='2'))[3], 2)
 
-    def test_default_list_path_is_in_cwd(self):
+    def check_refused(self, args, env, expected, cwd):
+        r = run_python(*args, '-c', 'print("ran")', env=env, cwd=cwd)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertNotIn('ran', r.stdout)
+        self.assertIn(expected, r.stderr)
+
+    def test_trace_and_dump_need_explicit_paths(self):
+        # no list or archive is taken from the working directory: one
+        # there may be anyone's (a shared /tmp)
+        trace = ('-X cds=trace needs a module list '
+                 '(-X cds_list=PATH or PYTHONCDSLIST)')
+        dump_list = ('-X cds=dump needs a module list '
+                     '(-X cds_list=PATH or PYTHONCDSLIST)')
+        dump_archive = ('-X cds=dump needs an archive path '
+                        '(-X cds_archive=PATH or PYTHONCDSARCHIVE)')
+        cases = [
+            (('-X', 'cds=trace'), None, trace),
+            ((), clean_env(PYTHONCDS='trace'), trace),
+            ((), clean_env(PYCDSMODE='TRACE'), trace),
+            (('-X', 'cds=trace', '-X', 'cds_archive=a.cds'), None, trace),
+            (('-X', 'cds=dump'), None, dump_list),
+            (('-X', 'cds=dump', '-X', 'cds_archive=a.cds'), None, dump_list),
+            ((), clean_env(PYTHONCDS='dump', PYTHONCDSARCHIVE='a.cds'),
+             dump_list),
+            (('-X', 'cds=dump', '-X', 'cds_list=a.lst'), None, dump_archive),
+            ((), clean_env(PYTHONCDS='dump', PYTHONCDSLIST='a.lst'),
+             dump_archive),
+        ]
         with tempfile.TemporaryDirectory() as tmp:
+            for args, env, expected in cases:
+                with self.subTest(args=args, env=env and {
+                        k: v for k, v in env.items() if 'CDS' in k}):
+                    self.check_refused(args, env, expected, tmp)
+            # nothing was written there, under the old default names or
+            # any other
+            self.assertEqual(os.listdir(tmp), [])
+            # a relative path given is used, made absolute at start-up
             cwd = os.path.realpath(tmp)
-            mode, lst, _, _ = info('-X', 'cds=trace', cwd=cwd)
-            self.assertEqual(lst, os.path.join(cwd, 'pycds.lst'))
-            # the traced run wrote its list there
-            self.assertTrue(os.path.exists(lst))
+            mode, lst, _, _ = info('-X', 'cds=trace', '-X', 'cds_list=rel.lst',
+                                   cwd=cwd)
+            self.assertEqual(lst, os.path.join(cwd, 'rel.lst'))
+            self.assertEqual(sorted(os.listdir(tmp)),
+                             ['rel.lst', 'rel.lst.lock'])
+
+    def test_share_without_archive_maps_nothing(self):
+        code = ('import _cds, json, sys; i = _cds.info(); '
+                'print(json.dumps([i["mode"], i["archive"], i["active"], '
+                'i["served"]]))')
+        for args, env in [(('-X', 'cds=share'), None),
+                          (('-X', 'cds'), None),
+                          ((), clean_env(PYTHONCDS='share')),
+                          ((), clean_env(PYCDSMODE='SHARE'))]:
+            with self.subTest(args=args, env=env and {
+                    k: v for k, v in env.items() if 'CDS' in k}), \
+                    tempfile.TemporaryDirectory() as tmp:
+                r = run_python(*args, '-c', code, env=env, cwd=tmp)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertEqual(json.loads(r.stdout),
+                                 ['share', None, False, 0])
+                self.assertEqual(r.stderr, '')     # silently
+                r = run_python(*args, '-X', 'cds_verbose', '-c', 'pass',
+                               env=env, cwd=tmp)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertIn('cds: share: no archive given', r.stderr)
 
     def test_relative_paths_are_made_absolute(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -113,6 +175,20 @@ class OptionTests(unittest.TestCase):
             with self.subTest(args=args, env=env and {k: v for k, v in env.items() if 'CDS' in k}):
                 self.check_invalid(args, env, expected)
 
+    def test_check_source_values(self):
+        for args, env in [(('-X', 'cds_check_source'), None),
+                          (('-X', 'cds_check_source=0'), None),
+                          (('-X', 'cds_check_source=1'), None),
+                          ((), clean_env(PYTHONCDSCHECKSOURCE='1'))]:
+            with self.subTest(args=args, env=env and 'PYTHONCDSCHECKSOURCE'):
+                r = run_python(*args, '-c', 'print("ran")', env=env)
+                self.assertEqual((r.returncode, r.stdout), (0, 'ran\n'),
+                                 r.stderr)
+        for value in ('2', 'yes', '-1'):
+            with self.subTest(value=value):
+                self.check_invalid(('-X', f'cds_check_source={value}'), None,
+                                   'bad value for option -X cds_check_source')
+
     def test_invalid_mode_names_the_valid_ones(self):
         lower = ('"off"', '"trace"', '"dump"', '"share"')
         cases = [(('-X', 'cds=nope'), None, lower),
@@ -140,6 +216,15 @@ class OptionTests(unittest.TestCase):
         for var in ('PYTHONCDS ', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE',
                     'PYTHONCDSVERBOSE', 'PYCDSMODE'):
             self.assertIn(var, r.stdout)
+
+    def test_help_texts_check_source_and_no_default_paths(self):
+        r = run_python('--help-xoptions')
+        self.assertIn('-X cds_check_source', r.stdout)
+        r2 = run_python('--help-env')
+        self.assertIn('PYTHONCDSCHECKSOURCE', r2.stdout)
+        for out in (r.stdout, r2.stdout):
+            self.assertNotIn('pycds.lst', out)
+            self.assertNotIn('pycds.cds', out)
 
 
 class EnvironmentListTests(unittest.TestCase):
