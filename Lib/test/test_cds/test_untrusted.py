@@ -14,7 +14,7 @@ import unittest
 from test.test_cds import format as cdsformat
 from test.test_cds.util import (
     AppTestCase, INFO, LIST_HEADER, clean_env, dump_args, read_list,
-    trace_args, write_list)
+    run_python, trace_args, write_list)
 
 TIMEOUT = 60        # what a hang would exceed; none of these takes long
 
@@ -162,6 +162,7 @@ class ForgedArchiveTests(AppTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout, self.expected)
         self.assertRegex(r.stderr, f'cds: module {name}: .*(corrupt archive)')
+        return r
 
     @staticmethod
     def u64(data, off):
@@ -245,6 +246,71 @@ class ForgedArchiveTests(AppTestCase):
             names = recs.index(e['code'] + CO_NAMES)
             struct.pack_into('<Q', data, rs + 8 * k_consts, recs[names])
         self.check_refused(mutate, relocate=True)
+
+    def check_bad_relocations(self, mutate):
+        # the records of a module must be strictly ascending: a record
+        # given twice would move its slot twice
+        def checked(data, h, e):
+            mutate(data, h, e)
+            self.assertTrue(any('relocations not strictly ascending' in p
+                                for p in cdsformat.validate(data)))
+        r = self.check_refused(checked, relocate=True)
+        self.assertIn('cds: module cdsapp.shapes: bad relocation '
+                      '(corrupt archive)', r.stderr)
+
+    def relocation_records(self, data, h, e):
+        rs = h['reloc_offset'] + 8 * e['reloc_start']
+        return rs, [self.u64(data, rs + 8 * k) for k in range(e['reloc_count'])]
+
+    def test_relocation_records_duplicated(self):
+        # a record of a slot that the structural checks do not look at
+        # (the last one: an item of a constant) given twice, in place of
+        # its neighbour's
+        def mutate(data, h, e):
+            rs, recs = self.relocation_records(data, h, e)
+            self.assertGreater(len(recs), 2)
+            struct.pack_into('<Q', data, rs + 8 * (len(recs) - 2), recs[-1])
+        self.check_bad_relocations(mutate)
+
+    def test_relocation_records_unsorted(self):
+        # the same records in another order: each slot still moved once,
+        # but the order is part of the format
+        def mutate(data, h, e):
+            rs, recs = self.relocation_records(data, h, e)
+            struct.pack_into('<QQ', data, rs, recs[1], recs[0])
+        self.check_bad_relocations(mutate)
+
+
+class PlantedFileTests(AppTestCase):
+    """Nothing is read from the working directory unless named: an
+    archive planted there (a shared /tmp) is not mapped."""
+
+    ARCHIVE_PER_CLASS = True
+
+    def test_archive_in_working_directory_not_mapped(self):
+        planted = os.path.join(self.scratch, 'pycds.cds')
+        shutil.copyfile(self.archive, planted)
+        code = self.app_code('import cdsapp.shapes') + '\n' + INFO
+        for args, env in [(('-X', 'cds=share'), None),
+                          (('-X', 'cds'), None),
+                          ((), clean_env(PYTHONCDS='share')),
+                          ((), clean_env(PYCDSMODE='SHARE'))]:
+            with self.subTest(args=args, env=env and 'PYTHONCDS'):
+                r = run_python(*args, '-c', code, env=env, cwd=self.scratch)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                info = json.loads(r.stdout.splitlines()[-1])
+                self.assertFalse(info['active'])
+                self.assertIsNone(info['archive'])
+                self.assertEqual((info['modules'], info['served']), (0, 0))
+        # the file itself is usable: named (relative to the working
+        # directory), it is mapped
+        r = run_python('-X', 'cds=share', '-X', 'cds_archive=pycds.cds',
+                       '-c', code, cwd=self.scratch)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        info = json.loads(r.stdout.splitlines()[-1])
+        self.assertTrue(info['active'])
+        self.assertEqual(info['archive'], planted)
+        self.assertGreater(info['served'], 0)
 
 
 class TempAndLockFileTests(AppTestCase):
