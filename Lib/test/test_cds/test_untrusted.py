@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -383,6 +385,109 @@ class TempAndLockFileTests(AppTestCase):
         self.assertLess(elapsed, TIMEOUT / 2)
         self.assertIn('another process holds its lock', r.stderr)
         self.assertFalse(os.path.exists(self.lst))
+
+
+class DeadWriterTempFileTests(AppTestCase):
+    """A writer killed before its rename (where O_TMPFILE is not there)
+    leaves PATH.tmp.<pid>.<8 hex digits>; the next successful write of PATH
+    removes those of dead writers: regular files of this user, whose pid
+    is not running, untouched for over a minute.  Nothing else."""
+
+    @staticmethod
+    def dead_pid():
+        p = subprocess.Popen([sys.executable, '-c', 'pass'])
+        p.wait()
+        try:
+            os.kill(p.pid, 0)
+        except ProcessLookupError:
+            return p.pid
+        raise unittest.SkipTest(f'pid {p.pid} reused at once')
+
+    def plant(self, path):
+        """Leftovers beside 'path': return (those to remove, those to
+        keep)."""
+        dead = self.dead_pid()
+        old = time.time() - 120
+        victim = os.path.join(self.scratch, 'victim')
+        with open(victim, 'w') as f:
+            f.write('precious\n')
+        os.utime(victim, (old, old))
+
+        def file(name, mtime=old):
+            with open(name, 'w') as f:
+                f.write('leftover\n')
+            os.utime(name, (mtime, mtime))
+            return name
+
+        def link(name):
+            os.symlink(victim, name)
+            os.utime(name, (old, old), follow_symlinks=False)
+            return name
+
+        def directory(name):
+            os.mkdir(name)
+            os.utime(name, (old, old))
+            return name
+
+        other = os.path.join(os.path.dirname(path), 'other.cds')
+        removed = [file(f'{path}.tmp.{dead}.0123abcd'),
+                   file(f'{path}.tmp.{dead}.ffffffff')]
+        kept = [
+            # a live writer (this process), however old its file
+            file(f'{path}.tmp.{os.getpid()}.89abcdef'),
+            # a dead writer's, but recent
+            file(f'{path}.tmp.{dead}.00000001', mtime=time.time()),
+            # not regular files
+            link(f'{path}.tmp.{dead}.00000002'),
+            directory(f'{path}.tmp.{dead}.00000003'),
+            # other names
+            file(f'{path}.tmp.{dead}.0000004'),
+            file(f'{path}.tmp.{dead}.0000000g'),
+            file(f'{path}.tmp.{dead}.00000005x'),
+            file(f'{path}.tmp.x{dead}.00000006'),
+            file(f'{path}.tmp.{dead}'),
+            file(f'{other}.tmp.{dead}.00000007'),
+            victim,
+        ]
+        if os.geteuid() == 0:
+            import pwd
+            try:
+                nobody = pwd.getpwnam('nobody')
+            except KeyError:
+                pass
+            else:
+                # another user's
+                name = file(f'{path}.tmp.{dead}.00000008')
+                os.chown(name, nobody.pw_uid, nobody.pw_gid)
+                os.utime(name, (old, old))
+                kept.append(name)
+        return removed, kept
+
+    def check(self, removed, kept):
+        self.assertEqual([p for p in removed if os.path.lexists(p)], [])
+        self.assertEqual([p for p in kept if not os.path.lexists(p)], [])
+        with open(os.path.join(self.scratch, 'victim')) as f:
+            self.assertEqual(f.read(), 'precious\n')
+
+    def test_dump_removes_dead_writers_files(self):
+        self.python(*trace_args(self.lst), self.main)
+        removed, kept = self.plant(self.archive)
+        # a dump that writes no archive (its list is missing) leaves them
+        r = self.dump(lst=os.path.join(self.scratch, 'missing.lst'),
+                      check=False)
+        self.assertEqual(r.returncode, 1)
+        self.check([], removed + kept)
+        # one that writes it removes the dead writers' files
+        self.dump()
+        self.check(removed, kept)
+        r, info = self.share_info()
+        self.assertTrue(info['active'], r.stderr)
+
+    def test_trace_removes_dead_writers_files(self):
+        removed, kept = self.plant(self.lst)
+        self.python(*trace_args(self.lst), self.main)
+        self.check(removed, kept)
+        self.assertIn('cdsapp', [e[0] for e in read_list(self.lst)])
 
 
 class SpecialFileTests(AppTestCase):
