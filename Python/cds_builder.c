@@ -619,7 +619,8 @@ commit_fixups(writer *w)
 /* Archive one module's code object; on failure nothing of it remains. */
 int
 _PyCDS_BuilderAddModule(_PyCDS_Builder *w, int kind, PyObject *name,
-                        PyObject *path, const struct stat *st, PyObject *code)
+                        PyObject *path, const _PyCDS_SourceStamp *stamp,
+                        PyObject *code)
 {
     size_t len0[CDS_NREGIONS];
     for (int r = 0; r < CDS_NREGIONS; r++) {
@@ -657,9 +658,8 @@ _PyCDS_BuilderAddModule(_PyCDS_Builder *w, int kind, PyObject *name,
     m->kind = (uint32_t)kind;
     m->name = Py_NewRef(name);
     m->path = Py_XNewRef(path);
-    if (st != NULL) {
-        m->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
-        m->size = (int64_t)st->st_size;
+    if (stamp != NULL) {
+        m->stamp = *stamp;
     }
     m->code_region = region;
     m->code = offset;

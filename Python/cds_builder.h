@@ -41,7 +41,7 @@ typedef struct {
     uint32_t kind;
     PyObject *name;      /* str */
     PyObject *path;      /* bytes (file system encoding) or NULL */
-    int64_t mtime_ns, size;
+    _PyCDS_SourceStamp stamp;   /* zero for a frozen module */
     uint32_t code_region;
     uint64_t code;
     uint64_t start[CDS_NREGIONS], end[CDS_NREGIONS];

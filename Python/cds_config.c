@@ -295,6 +295,8 @@ read_verbose(const PyConfig *config, _PyCDS_Settings *s)
 PyStatus
 _PyCDS_ReadConfig(const PyConfig *config)
 {
+    /* a PyStatus message must outlive the call */
+    static char missing_msg[128];
     _PyCDS_Settings s = DEFAULT_SETTINGS;
 
     /* testing aid: force the relocation path of SHARE */
@@ -320,6 +322,14 @@ _PyCDS_ReadConfig(const PyConfig *config)
     if (_PyStatus_EXCEPTION(status)) {
         return status;
     }
+    /* check the source hash of every entry (normalized mtimes) */
+    status = read_flag(config, L"cds_check_source", "PYTHONCDSCHECKSOURCE",
+                       &s.check_source,
+                       "bad value for option -X cds_check_source "
+                       "(expected nothing, \"0\" or \"1\")");
+    if (_PyStatus_EXCEPTION(status)) {
+        return status;
+    }
     status = read_mode(config, &s);
     if (_PyStatus_EXCEPTION(status)) {
         return status;
@@ -340,16 +350,25 @@ _PyCDS_ReadConfig(const PyConfig *config)
         return status;
     }
 
-    /* Fill in the documented defaults for the paths the mode needs. */
-    if (s.list_path == NULL
-        && (s.mode == _PyCDS_TRACE || s.mode == _PyCDS_DUMP))
+    /* No defaults: a list or an archive in the working directory may be
+       anyone's (a shared /tmp), and stock CPython reads nothing there. */
+    const char *mode = _PyCDS_ModeName(s.mode);
+    const char *missing = NULL;
+    if ((s.mode == _PyCDS_TRACE || s.mode == _PyCDS_DUMP)
+        && s.list_path == NULL)
     {
-        s.list_path = absolute_path(_PyCDS_DEFAULT_LIST);
+        missing = "a module list (-X cds_list=PATH or PYTHONCDSLIST)";
     }
-    if (s.archive_path == NULL
-        && (s.mode == _PyCDS_DUMP || s.mode == _PyCDS_SHARE))
-    {
-        s.archive_path = absolute_path(_PyCDS_DEFAULT_ARCHIVE);
+    else if (s.mode == _PyCDS_DUMP && s.archive_path == NULL) {
+        missing = "an archive path (-X cds_archive=PATH or "
+                  "PYTHONCDSARCHIVE)";
+    }
+    if (missing != NULL) {
+        PyMem_RawFree(s.list_path);
+        PyMem_RawFree(s.archive_path);
+        snprintf(missing_msg, sizeof(missing_msg), "-X cds=%s needs %s",
+                 mode, missing);
+        return _PyStatus_ERR(missing_msg);
     }
 
     /* testing aid: SHARE appends its counters to this file at exit */

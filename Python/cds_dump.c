@@ -181,19 +181,27 @@ dump_source(_PyCDS_Builder *w, PyObject *machinery, PyObject *name, PyObject *pa
     PyObject *code = loader ? PyObject_CallMethod(loader, "get_code", "O", name)
                             : NULL;
     Py_XDECREF(loader);
+    /* after get_code(), which may have written the .pyc */
+    _PyCDS_SourceStamp stamp;
+    if (code != NULL
+        && _PyCDS_SourceStampOf(PyBytes_AS_STRING(bpath), &st, &stamp) < 0)
+    {
+        Py_SETREF(code, Py_NewRef(Py_None));
+        problem = "cannot read the source, or it changed during the dump";
+    }
     if (code == NULL || !PyCode_Check(code)) {
         if (code == NULL) {
             log_skip_exc(name);
         }
         else {
-            log_skip(name, "no code object");
+            log_skip(name, problem ? problem : "no code object");
         }
         Py_XDECREF(code);
         (*skipped)++;
         Py_DECREF(bpath);
         return 0;
     }
-    if (_PyCDS_BuilderAddModule(w, KIND_SOURCE, name, bpath, &st, code) < 0) {
+    if (_PyCDS_BuilderAddModule(w, KIND_SOURCE, name, bpath, &stamp, code) < 0) {
         if (PyErr_ExceptionMatches(PyExc_MemoryError)) {
             Py_DECREF(code);
             Py_DECREF(bpath);

@@ -11,7 +11,9 @@
  * be one they can name in advance: it is made unnamed (O_TMPFILE) and
  * linked under a random name only when complete, or, where the file system
  * cannot, created under a random name with O_EXCL (which never follows a
- * link).  A killed writer leaves nothing behind in the first case.  Files
+ * link).  A killed writer leaves nothing behind in the first case; in the
+ * second, the next writer of the same file removes what it left (its pid
+ * is in the name).  Files
  * are read only after fstat() shows a regular file, opened with O_NONBLOCK
  * so that a FIFO or device in their place cannot block the process.
  *
@@ -25,10 +27,17 @@
 #include "pycore_pylifecycle.h"   // _PyOS_URandomNonblock()
 #include "cds_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>               // kill()
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+/* A leftover temporary file must be this old (seconds) to be removed:
+   its writer may run in another pid namespace. */
+#define LEFTOVER_AGE 60
 
 /* write() all of 'data', retrying on EINTR and short writes */
 int
@@ -230,6 +239,62 @@ link_unnamed(_PyCDS_TempFile *t)
     return -1;
 }
 
+/* Whether 'name' is "BASE.tmp.<pid>.<8 hex digits>" of a writer that is
+   gone; its pid in *pid. */
+static int
+leftover_name(const char *name, const char *base, long *pid)
+{
+    size_t n = strlen(base);
+    if (strncmp(name, base, n) != 0 || strncmp(name + n, ".tmp.", 5) != 0) {
+        return 0;
+    }
+    const char *p = name + n + 5;
+    char *end;
+    errno = 0;
+    *pid = strtol(p, &end, 10);
+    if (end == p || *p == '-' || *p == '+' || errno || *pid <= 0
+        || *end != '.' || strlen(end + 1) != 8
+        || strspn(end + 1, "0123456789abcdef") != 8)
+    {
+        return 0;
+    }
+    return *pid != (long)getpid() && kill((pid_t)*pid, 0) < 0
+           && errno == ESRCH;
+}
+
+/* Remove the temporary files that killed writers of 'path' left: ours
+   (never following a link), old, and of a process that is gone. */
+static void
+remove_leftovers(const char *path)
+{
+    char *dir = _PyCDS_DirectoryOf(path);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    int dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    PyMem_RawFree(dir);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (d == NULL) {
+        if (dfd >= 0) {
+            close(dfd);
+        }
+        return;
+    }
+    time_t now = time(NULL);
+    struct dirent *ent;
+    while ((ent = readdir(d)) != NULL) {
+        struct stat st;
+        long pid;
+        if (leftover_name(ent->d_name, base, &pid)
+            && fstatat(dfd, ent->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0
+            && S_ISREG(st.st_mode) && st.st_uid == geteuid()
+            && now - st.st_mtime > LEFTOVER_AGE)
+        {
+            (void)unlinkat(dfd, ent->d_name, 0);
+        }
+    }
+    closedir(d);
+}
+
 int
 _PyCDS_TempFileCommit(_PyCDS_TempFile *t)
 {
@@ -244,6 +309,7 @@ _PyCDS_TempFileCommit(_PyCDS_TempFile *t)
         return -1;
     }
     t->named = 0;
+    remove_leftovers(t->path);
     sync_directory(t->path);
     PyMem_RawFree(t->tmp);
     t->tmp = NULL;

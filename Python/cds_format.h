@@ -30,7 +30,7 @@
 #endif
 
 #define CDS_MAGIC "PYCDS\r\n\x1a"
-#define CDS_FORMAT_VERSION 2
+#define CDS_FORMAT_VERSION 3
 #define CDS_COMPLETE 0x45544c504d4f43ULL     /* "COMPLETE"-ish marker */
 #define CDS_PAGE 4096
 /* Where DUMP lays the archive out and SHARE tries to map it: far from the
@@ -84,6 +84,10 @@ typedef struct {
     uint64_t path_len;           /* 0 for frozen modules */
     int64_t mtime_ns;            /* of the source file at dump time */
     int64_t size;
+    uint64_t source_hash;        /* of the source's bytes, as a hash-based
+                                    .pyc has it (cds_stale.c); 0 if frozen */
+    int64_t pyc_mtime_ns;        /* the source's .pyc after the dump, */
+    int64_t pyc_size;            /* or 0, 0: none (cds_stale.c) */
     uint64_t code;               /* file offset of the module's code object */
     uint64_t range[CDS_NRANGES][2];  /* file offsets of its objects: start,
                                         end in regions R_TUP .. R_COLD */
@@ -96,7 +100,8 @@ typedef struct {
 
 /* A relocation is a uint64: (file offset of a pointer slot) | target,
    target RELOC_ARCHIVE (add the archive's displacement) or RELOC_IMAGE
-   (add the interpreter image's load address). */
+   (add the interpreter image's load address).  A module's records are in
+   strictly ascending order, so that no slot is relocated twice. */
 #define RELOC_ARCHIVE 0
 #define RELOC_IMAGE 1
 

@@ -72,10 +72,11 @@ write_stats(const char *path)
     _PyCDS_GetShareStats(&st);
     char line[256];
     int n = snprintf(line, sizeof(line),
-                     "pid=%ld active=%d served=%zd stale=%zd missed=%zd "
-                     "rejected=%zd protected=%d specs_found=%zd\n",
+                     "pid=%ld active=%d served=%zd stale=%zd hashed=%zd "
+                     "missed=%zd rejected=%zd protected=%d specs_found=%zd\n",
                      (long)getpid(), st.active, st.served, st.stale,
-                     st.missed, st.rejected, st.protected, _PyCDS_SpecsFound);
+                     st.hashed, st.missed, st.rejected, st.protected,
+                     _PyCDS_SpecsFound);
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd >= 0) {
         /* one write() of less than PIPE_BUF bytes: lines never interleave */
@@ -219,14 +220,15 @@ Return a dict describing the code-object archive settings and state.
 
 Keys: mode and mode_source, list, archive, verbose; active (an archive
 is mapped) and reason (why not); modules in the archive; the counters
-served, specs_found, stale, missed, rejected, prepared and relocated;
+served, specs_found, stale, hashed (source hashes checked), missed,
+rejected, prepared and relocated;
 mapped_at_preferred_address, protected; open_seconds and
 prepare_seconds (time spent opening and preparing the archive).
 [clinic start generated code]*/
 
 static PyObject *
 _cds_info_impl(PyObject *module)
-/*[clinic end generated code: output=544bbbea22d7fa1d input=5966406924d9501b]*/
+/*[clinic end generated code: output=544bbbea22d7fa1d input=db5406ae21b0880a]*/
 {
     const _PyCDS_Settings *s = _PyCDS_GetSettings();
     if (s->mode == _PyCDS_SHARE
@@ -245,7 +247,7 @@ _cds_info_impl(PyObject *module)
         return NULL;
     }
     PyObject *info = Py_BuildValue(
-        "{s:s,s:s,s:N,s:N,s:i,s:O,s:z,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
+        "{s:s,s:s,s:N,s:N,s:i,s:O,s:z,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
         "s:O,s:O,s:d,s:d}",
         "mode", _PyCDS_ModeName(s->mode),
         "mode_source", s->mode_source,
@@ -258,6 +260,7 @@ _cds_info_impl(PyObject *module)
         "served", st.served,
         "specs_found", _PyCDS_SpecsFound,
         "stale", st.stale,
+        "hashed", st.hashed,
         "missed", st.missed,
         "rejected", st.rejected,
         "prepared", st.prepared,

@@ -7,10 +7,11 @@
  *   cds_finder.c ->  cds_share.c
  *   cds_trace.c  ->  cds_list.c
  *   cds_dump.c   ->  cds_list.c  cds_builder.c  cds_layout.c  cds_filemap.c
+ *                    cds_stale.c
  *   cds_layout.c ->  cds_builder.c (its buffers, cds_builder.h)
- *   cds_share.c  ->  cds_filemap.c  cds_protect.c  cds_verify.c
- *   cds_builder.c, cds_layout.c, cds_filemap.c, cds_protect.c, cds_list.c
- *                ->  cds_format.c  cds_fileio.c
+ *   cds_share.c  ->  cds_filemap.c  cds_protect.c  cds_verify.c  cds_stale.c
+ *   cds_builder.c, cds_layout.c, cds_filemap.c, cds_protect.c, cds_list.c,
+ *   cds_stale.c  ->  cds_format.c  cds_fileio.c
  *
  * and every file may log and read the settings (cds_config.c).
  */
@@ -24,6 +25,13 @@
 #include "cds_format.h"
 
 struct stat;
+
+/* What an index entry records of its source file (cds_stale.c) */
+typedef struct {
+    int64_t mtime_ns, size;
+    uint64_t source_hash;
+    int64_t pyc_mtime_ns, pyc_size;
+} _PyCDS_SourceStamp;
 
 /* --- cds_fileio.c: durable file replacement, file names ------------------ */
 
@@ -111,11 +119,12 @@ typedef struct _PyCDS_Builder _PyCDS_Builder;
 /* 'startup_strings': a list of the strings start-up interned, or NULL */
 extern _PyCDS_Builder *_PyCDS_BuilderNew(PyObject *startup_strings);
 extern void _PyCDS_BuilderFree(_PyCDS_Builder *b);
-/* 'path' is bytes (file system encoding), NULL for a frozen module;
-   'st' its stat(), NULL for a frozen module */
+/* 'path' is bytes (file system encoding) and 'stamp' what identifies
+   its contents (_PyCDS_SourceStampOf()); both NULL for a frozen module */
 extern int _PyCDS_BuilderAddModule(_PyCDS_Builder *b, int kind,
                                    PyObject *name, PyObject *path,
-                                   const struct stat *st, PyObject *code);
+                                   const _PyCDS_SourceStamp *stamp,
+                                   PyObject *code);
 extern int _PyCDS_BuilderHasSource(const _PyCDS_Builder *b, PyObject *name,
                                    PyObject *path);
 extern Py_ssize_t _PyCDS_BuilderObjects(const _PyCDS_Builder *b);
@@ -163,6 +172,19 @@ extern const char *_PyCDS_VerifyModule(const _PyCDS_Map *map,
                                        const uint8_t *str_valid,
                                        int deep);
 
+/* --- cds_stale.c: whether a source entry is current -------------------- */
+
+/* DUMP: the stamp of the regular file 'path' (stat 'st'), read after its
+   code was made: 0, or -1 if it cannot be read or it changed. */
+extern int _PyCDS_SourceStampOf(const char *path, const struct stat *st,
+                                _PyCDS_SourceStamp *stamp);
+/* NULL if the entry may be served for the source file 'path' (stamps,
+   and the hash where stock would read the source, or always if
+   'check_always'), else why not; *hashed is 1 if the hash was checked. */
+extern const char *_PyCDS_SourceStale(const cds_index_entry *e,
+                                      const char *path, int check_always,
+                                      int *hashed);
+
 /* --- cds_share.c: SHARE ------------------------------------------------- */
 
 extern int _PyCDS_ShareOpen(void);
@@ -182,7 +204,8 @@ extern int _PyCDS_IsArchivedObject(PyObject *op);
 typedef struct {
     int active;
     const char *reason;
-    Py_ssize_t modules, served, stale, missed, rejected, prepared, relocated;
+    Py_ssize_t modules, served, stale, hashed, missed, rejected, prepared,
+               relocated;
     int at_preferred_address;
     int protected;
     double open_seconds, prepare_seconds;

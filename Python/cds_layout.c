@@ -161,18 +161,29 @@ module_checksum(writer *w, const module_rec *m, const cds_fixup *fixups,
     return c;
 }
 
-/* The per-module index entries, with their checksums. */
+static int
+compare_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The per-module index entries, with their checksums; each module's
+   relocations sorted (SHARE rejects a slot relocated twice). */
 static void
 fill_index(writer *w, module_rec **order, size_t n, const cds_header *h,
            const uint64_t region_base[CDS_NREGIONS + 1],
-           cds_index_entry *index, const uint64_t *relocs,
+           cds_index_entry *index, uint64_t *relocs,
            const cds_fixup *fixups)
 {
     for (size_t i = 0; i < n; i++) {
         module_rec *m = order[i];
         cds_index_entry *e = &index[i];
-        e->mtime_ns = m->mtime_ns;
-        e->size = m->size;
+        e->mtime_ns = m->stamp.mtime_ns;
+        e->size = m->stamp.size;
+        e->source_hash = m->stamp.source_hash;
+        e->pyc_mtime_ns = m->stamp.pyc_mtime_ns;
+        e->pyc_size = m->stamp.pyc_size;
         e->code = region_base[m->code_region] + m->code;
         for (int r = 0; r < CDS_NRANGES; r++) {
             e->range[r][0] = h->region_offset[r + 1] + m->start[r + 1];
@@ -182,6 +193,7 @@ fill_index(writer *w, module_rec **order, size_t n, const cds_header *h,
         e->reloc_count = m->ptr_end - m->ptr_start;
         e->fixup_start = m->fix_start;
         e->fixup_count = m->fix_end - m->fix_start;
+        qsort(relocs + e->reloc_start, e->reloc_count, 8, compare_u64);
         e->reloc_checksum = _PyCDS_Checksum(0, relocs + e->reloc_start,
                                             8 * e->reloc_count);
         e->checksum = module_checksum(w, m, fixups, e);

@@ -40,7 +40,7 @@ static struct {
     const char *reason;        /* why the archive is not used */
     int protect;               /* -X cds_protect: cold region read-only */
     int handler_installed;     /* the fault handler of -X cds_protect */
-    Py_ssize_t served, stale, missed, rejected, prepared, relocated;
+    Py_ssize_t served, stale, hashed, missed, rejected, prepared, relocated;
     int64_t open_ns, prepare_ns;   /* time spent opening, preparing */
 } cds;
 
@@ -73,6 +73,14 @@ _PyCDS_ShareOpen(void)
     }
     const _PyCDS_Settings *settings = _PyCDS_GetSettings();
     const char *path = settings->archive_path;
+    if (path == NULL) {
+        /* nothing from the working directory unless named */
+        cds.state = -1;
+        cds.reason = "no archive given (-X cds_archive=PATH or "
+                     "PYTHONCDSARCHIVE)";
+        _PyCDS_Log(1, "share: %s", cds.reason);
+        return -1;
+    }
     if (!CDS_SUPPORTED) {
         return unusable(path, "not supported by this build");
     }
@@ -353,8 +361,14 @@ relocate_module(const cds_index_entry *e, const uint64_t *relocs)
         _PyCDS_ProtectRange(e->range[R_COLD - 1][0], e->range[R_COLD - 1][1], 1);
     }
     int bad = 0;
+    uint64_t prev = 0;      /* slots strictly ascending: none moved twice */
     for (uint64_t k = 0; k < e->reloc_count; k++) {
         uint64_t rec = relocs[k];
+        if (k > 0 && (rec & ~(uint64_t)7) <= prev) {
+            bad = 1;
+            break;
+        }
+        prev = rec & ~(uint64_t)7;
         intptr_t delta = (rec & 1) ? cds.map.image_delta : cds.map.archive_delta;
         if (delta == 0) {
             continue;
@@ -738,16 +752,14 @@ _PyCDS_ArchiveLookup(const char *kindname, PyObject *name, PyObject *path)
     }
     const cds_index_entry *e = &cds.map.index[i];
     if (kind == KIND_SOURCE) {
-        /* the source must be exactly the file the entry was made from */
-        struct stat st;
-        int64_t mtime = 0;
-        int ok = stat(cpath, &st) == 0;
-        if (ok) {
-            mtime = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-        }
-        if (!ok || st.st_size != e->size || mtime != e->mtime_ns) {
+        /* the source must be the file the entry was made from */
+        int hashed;
+        const char *why = _PyCDS_SourceStale(
+            e, cpath, _PyCDS_GetSettings()->check_source, &hashed);
+        cds.hashed += hashed;
+        if (why != NULL) {
             cds.stale++;
-            _PyCDS_Log(1, "stale: %s (%s changed since the dump)", cname, cpath);
+            _PyCDS_Log(1, "stale: %s (%s: %s)", cname, cpath, why);
             Py_DECREF(bpath);
             return NULL;
         }
@@ -795,6 +807,7 @@ _PyCDS_GetShareStats(_PyCDS_ShareStats *out)
     out->modules = cds.state > 0 ? (Py_ssize_t)cds.map.hdr->module_count : 0;
     out->served = cds.served;
     out->stale = cds.stale;
+    out->hashed = cds.hashed;
     out->missed = cds.missed;
     out->rejected = cds.rejected;
     out->prepared = cds.prepared;

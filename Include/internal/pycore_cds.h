@@ -39,14 +39,13 @@ typedef struct {
     /* -X cds_verify: check every name and constant of an archived module
        before use, not only its code objects (cds_verify.c) */
     int verify;
+    /* -X cds_check_source: check every source entry's source hash, not
+       only where stock CPython would read the source (cds_stale.c) */
+    int check_source;
     /* PYTHONCDSSTATS (testing aid): file to append SHARE counters to at
        exit, or NULL */
     char *stats_path;
 } _PyCDS_Settings;
-
-/* Default file names, relative to the working directory at start-up. */
-#define _PyCDS_DEFAULT_LIST "pycds.lst"
-#define _PyCDS_DEFAULT_ARCHIVE "pycds.cds"
 
 /* What upstream CPython calls; everything else is private to our files
    (Python/cds_internal.h).  Error conventions: PyStatus for the

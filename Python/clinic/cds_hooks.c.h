@@ -84,7 +84,8 @@ PyDoc_STRVAR(_cds_info__doc__,
 "\n"
 "Keys: mode and mode_source, list, archive, verbose; active (an archive\n"
 "is mapped) and reason (why not); modules in the archive; the counters\n"
-"served, specs_found, stale, missed, rejected, prepared and relocated;\n"
+"served, specs_found, stale, hashed (source hashes checked), missed,\n"
+"rejected, prepared and relocated;\n"
 "mapped_at_preferred_address, protected; open_seconds and\n"
 "prepare_seconds (time spent opening and preparing the archive).");
 
@@ -108,4 +109,4 @@ PyDoc_STRVAR(_cds_is_archived__doc__,
 
 #define _CDS_IS_ARCHIVED_METHODDEF    \
     {"is_archived", (PyCFunction)_cds_is_archived, METH_O, _cds_is_archived__doc__},
-/*[clinic end generated code: output=259566b9fa093f25 input=a9049054013a1b77]*/
+/*[clinic end generated code: output=10e56dc120cb4092 input=a9049054013a1b77]*/
