@@ -24,9 +24,10 @@ HEADER_FIELDS = (('magic', 'format_version', 'header_size', 'fingerprint',
                  + tuple(f'{r}_size' for r in REGIONS)
                  + ('seed_size', 'seed_checksum', 'optimize', 'index_checksum', 'header_checksum', 'complete'))
 
-ENTRY = struct.Struct('<IIQQQqqQQ8QQQQQQQ')
+ENTRY = struct.Struct('<IIQQQqqQqqQ8QQQQQQQ')
 ENTRY_FIELDS = (('kind', 'name_len', 'name_off', 'path_off', 'path_len',
-                 'mtime_ns', 'size', 'source_hash', 'code')
+                 'mtime_ns', 'size', 'source_hash', 'pyc_mtime_ns', 'pyc_size',
+                 'code')
                 + tuple(f'{r}_{end}' for r in MODULE_REGIONS
                         for end in ('start', 'end'))
                 + ('reloc_start', 'reloc_count', 'fixup_start', 'fixup_count',
