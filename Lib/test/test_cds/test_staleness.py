@@ -10,7 +10,6 @@ the size and mtime never runs the old code where stock runs the new one
 
 import os
 import py_compile
-import shutil
 import importlib.util
 import unittest
 
@@ -41,27 +40,32 @@ class SourceHashTests(AppTestCase):
         self.mod = os.path.join(self.pkg, 'mod.py')
         self.cache = os.path.join(self.pkg, '__pycache__')
         # trace without writing .pyc files, keep only our package's
-        # entries, dump
+        # entries, dump (no .pyc files either)
         self.python('-B', *trace_args(self.lst), '-c', self.probe())
         entries = [e for e in read_list(self.lst) if e[0] in NAMES]
         self.assertEqual(sorted(e[0] for e in entries), list(NAMES))
         write_list(self.lst, entries)
         self.dump()
-        self.remove_pycs()
+        self.assertFalse(os.path.exists(self.cache))
+
+    def dump_with_pycs(self):
+        """The usual set-up: a normal run wrote the timestamp .pyc files,
+        then the archive was dumped."""
+        self.assertEqual(self.off(env=self.env(write_bytecode=True)), 'old')
+        self.assertTrue(os.path.isfile(self.pyc_path()))
+        self.dump()
 
     def probe(self):
         return self.app_code(PROBE)
 
-    def remove_pycs(self):
-        shutil.rmtree(self.cache, ignore_errors=True)
-
     def pyc_path(self, path=None):
         return importlib.util.cache_from_source(path or self.mod)
 
-    def compile_pyc(self, mode):
-        """Write the .pyc stock reads for both modules, of 'mode' (a
-        py_compile.PycInvalidationMode), from the sources as they are."""
-        for path in (os.path.join(self.pkg, '__init__.py'), self.mod):
+    def compile_pyc(self, mode, paths=None):
+        """Write the .pyc stock reads for both modules (or 'paths'), of
+        'mode' (a py_compile.PycInvalidationMode), from the sources as they
+        are."""
+        for path in paths or (os.path.join(self.pkg, '__init__.py'), self.mod):
             py_compile.compile(path, cfile=self.pyc_path(path), doraise=True,
                                invalidation_mode=mode)
         self.assertTrue(os.path.isfile(self.pyc_path()))
@@ -98,6 +102,13 @@ class SourceHashTests(AppTestCase):
         self.assertTrue(info['active'], r.stderr)
         return r.stdout.splitlines()[0], info, r.stderr
 
+    @staticmethod
+    def stats(path):
+        """The served and hashed counters of the PYTHONCDSSTATS line."""
+        with open(path) as f:
+            fields = dict(kv.split('=') for kv in f.read().split())
+        return {k: fields.get(k) for k in ('served', 'hashed')}
+
     def check_stale_by_hash(self, value, info, stderr):
         self.assertEqual(value, 'new')
         self.assertEqual(info['stale'], 1)
@@ -108,16 +119,31 @@ class SourceHashTests(AppTestCase):
 
     # -- the archive records the hash ------------------------------------
 
-    def test_entries_record_the_source_hash(self):
+    def entries(self):
         with open(self.archive, 'rb') as f:
             data = f.read()
         self.assertEqual(cdsformat.validate(data), [])
-        entries = {e['name']: e for e in cdsformat.read_index(data)}
-        for name, path in [('stalepkg', os.path.join(self.pkg, '__init__.py')),
-                           ('stalepkg.mod', self.mod)]:
+        return {e['name']: e for e in cdsformat.read_index(data)}
+
+    def test_entries_record_the_source_hash_and_pyc(self):
+        sources = [('stalepkg', os.path.join(self.pkg, '__init__.py')),
+                   ('stalepkg.mod', self.mod)]
+        # dumped without .pyc files
+        entries = self.entries()
+        for name, path in sources:
             with open(path, 'rb') as f:
                 expected = cdsformat.source_hash(f.read())
             self.assertEqual(entries[name]['source_hash'], expected, name)
+            self.assertEqual((entries[name]['pyc_mtime_ns'],
+                              entries[name]['pyc_size']), (0, 0), name)
+        # with them: the stamps of the .pyc the dump saw
+        self.dump_with_pycs()
+        entries = self.entries()
+        for name, path in sources:
+            st = os.stat(self.pyc_path(path))
+            self.assertEqual((entries[name]['pyc_mtime_ns'],
+                              entries[name]['pyc_size']),
+                             (st.st_mtime_ns, st.st_size), name)
 
     # -- stock reads the source: so does share mode ----------------------
 
@@ -159,6 +185,27 @@ class SourceHashTests(AppTestCase):
         self.assertEqual(self.off('-B'), 'new')
         self.check_stale_by_hash(*self.shared('-B'))
 
+    def test_pyc_rewritten_since_dump(self):
+        # the .pyc the dump saw replaced by one of the edited source (as
+        # compileall -f does), with the source's stamps: stock runs the
+        # new code, so the hash decides
+        self.dump_with_pycs()
+        self.edit_keeping_stamps()
+        self.compile_pyc(py_compile.PycInvalidationMode.TIMESTAMP,
+                         paths=[self.mod])
+        self.assertEqual(self.off('-B'), 'new')
+        self.check_stale_by_hash(*self.shared('-B'))
+
+    def test_pyc_written_after_dump_is_hashed(self):
+        # a .pyc the dump did not see may hold any code: the unchanged
+        # source is hashed, and served
+        self.assertEqual(self.off(env=self.env(write_bytecode=True)), 'old')
+        self.assertTrue(os.path.isfile(self.pyc_path()))
+        value, info, stderr = self.shared('-B')
+        self.assertEqual(value, 'old')
+        self.assertEqual((info['served'], info['stale'], info['hashed']),
+                         (2, 0, 2))
+
     def test_pycache_prefix(self):
         # with sys.pycache_prefix, stock does not read __pycache__ (whose
         # timestamp .pyc of the old source has the stamps of the edited one)
@@ -176,29 +223,36 @@ class SourceHashTests(AppTestCase):
         self.assertEqual(value, 'old')
         self.assertEqual((info['served'], info['stale'], info['hashed']),
                          (2, 0, 2))
-        with open(stats) as f:
-            fields = dict(kv.split('=') for kv in f.read().split())
-        self.assertEqual((fields['served'], fields['hashed']), ('2', '2'))
+        self.assertEqual(self.stats(stats), {'served': '2', 'hashed': '2'})
 
     # -- stock trusts the stamps of a .pyc: share mode too ---------------
 
     def test_current_timestamp_pyc_not_hashed(self):
-        # (c) the usual case: a valid timestamp .pyc, written after the
-        # dump by a normal run; stock runs it without reading the source,
-        # and share mode serves the entry without hashing it
-        self.assertEqual(self.off(env=self.env(write_bytecode=True)), 'old')
-        self.assertTrue(os.path.isfile(self.pyc_path()))
-        value, info, stderr = self.shared('-B')
+        # (c) the usual case: valid timestamp .pyc files, written by a
+        # normal run; stock runs them without reading the sources, and
+        # share mode serves the entries without hashing them
+        self.dump_with_pycs()
+        stats = os.path.join(self.scratch, 'stats')
+        value, info, stderr = self.shared(
+            '-B', env=self.env(PYTHONCDSSTATS=stats))
         self.assertEqual(value, 'old')
         self.assertEqual((info['served'], info['stale'], info['hashed']),
                          (2, 0, 0))
+        self.assertEqual(self.stats(stats), {'served': '2', 'hashed': '0'})
 
     def test_check_source(self):
-        # (d) normalized mtimes: the .pyc rebuilt from the edited source
-        # has the same stamps as the archived source; only
-        # -X cds_check_source, which hashes every entry, tells them apart
+        # (d) normalized mtimes: the source edited and its .pyc rebuilt,
+        # both with the stamps (and sizes) of those the dump saw: stock
+        # runs the new .pyc; only -X cds_check_source, which hashes every
+        # entry, tells the sources apart
+        self.dump_with_pycs()
+        pyc = self.pyc_path()
+        pst = os.stat(pyc)
         self.edit_keeping_stamps()
-        self.compile_pyc(py_compile.PycInvalidationMode.TIMESTAMP)
+        self.compile_pyc(py_compile.PycInvalidationMode.TIMESTAMP,
+                         paths=[self.mod])
+        os.utime(pyc, ns=(pst.st_atime_ns, pst.st_mtime_ns))
+        self.assertEqual(os.stat(pyc).st_size, pst.st_size)
         self.assertEqual(self.off('-B'), 'new')
         value, info, stderr = self.shared('-B')
         self.assertEqual((info['served'], info['hashed']), (2, 0))
@@ -214,7 +268,6 @@ class SourceHashTests(AppTestCase):
             '-B', '-X', 'cds_check_source=0',
             env=self.env(PYTHONCDSCHECKSOURCE='1'))
         self.assertEqual((info['served'], info['hashed']), (2, 0))
-
 
 if __name__ == '__main__':
     unittest.main()
