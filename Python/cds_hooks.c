@@ -289,7 +289,36 @@ _cds_is_archived(PyObject *module, PyObject *obj)
     return PyBool_FromLong(_PyCDS_IsArchivedObject(obj));
 }
 
+/*[clinic input]
+_cds.check
+
+    check_source: bool = False
+        Check the source hash of every source entry.
+    /
+
+Prepare and check every module of the archive in use (share mode).
+
+Return a list of (kind, name, path, problem) tuples, one per index
+entry, where problem is None if the entry can be served now, else why
+not: the structural checks it fails (with -X cds_verify, the deep ones),
+or "stale: ..." when its source changed.  Return None if no archive is in
+use (_cds.info()["reason"] says why).  Preparing fixes the modules up in
+this process: use a separate process (python -m cds verify).
+[clinic start generated code]*/
+
+static PyObject *
+_cds_check_impl(PyObject *module, int check_source)
+/*[clinic end generated code: output=3ca4cc452306d388 input=a5fcd9a030263491]*/
+{
+    const _PyCDS_Settings *s = _PyCDS_GetSettings();
+    if (s->mode != _PyCDS_SHARE) {
+        Py_RETURN_NONE;
+    }
+    return _PyCDS_ArchiveCheck(check_source || s->check_source);
+}
+
 static PyMethodDef cds_methods[] = {
+    _CDS_CHECK_METHODDEF
     _CDS_INFO_METHODDEF
     _CDS_IS_ARCHIVED_METHODDEF
     {NULL, NULL}

@@ -200,6 +200,8 @@ extern PyObject *_PyCDS_ArchiveLookup(const char *kind, PyObject *name,
    made from 'path' (any path if NULL).  Never raises. */
 extern int _PyCDS_ArchiveHasSource(PyObject *name, PyObject *path);
 extern int _PyCDS_IsArchivedObject(PyObject *op);
+/* _cds.check(): every entry prepared and checked; see cds_share.c */
+extern PyObject *_PyCDS_ArchiveCheck(int check_source);
 
 typedef struct {
     int active;

@@ -34,6 +34,7 @@ static struct {
     int state;                 /* 0: not opened yet, 1: mapped, -1: unusable */
     _PyCDS_Map map;            /* the mapped archive */
     uint8_t *mod_state;        /* MOD_* of each index entry */
+    const char **mod_reason;   /* why a MOD_BAD entry is, for _cds.check() */
     uint8_t *str_ready;        /* a bit per 16-byte slot of R_STR: the
                                   shared string there is set up */
     uint8_t *str_valid;        /* and: checked well-formed */
@@ -510,6 +511,14 @@ module_ready(size_t i)
         if (reason != NULL && reason[0] != '\0') {
             _PyCDS_Log(1, "module %s: %s", name, reason);
         }
+        if (reason != NULL && cds.mod_reason == NULL) {
+            /* only for _cds.check(): allocated when a module fails */
+            cds.mod_reason = PyMem_RawCalloc(cds.map.hdr->module_count,
+                                             sizeof(char *));
+        }
+        if (reason != NULL && cds.mod_reason != NULL) {
+            cds.mod_reason[i] = reason[0] ? reason : "cannot be prepared";
+        }
         cds.mod_state[i] = reason == NULL ? MOD_READY : MOD_BAD;
     }
     return cds.mod_state[i] == MOD_READY;
@@ -772,6 +781,72 @@ _PyCDS_ArchiveLookup(const char *kindname, PyObject *name, PyObject *path)
     cds.served++;
     _PyCDS_Log(2, "served: %s", cname);
     return copy_module_code((PyCodeObject *)(cds.map.base + e->code));
+}
+
+/* One entry of _PyCDS_ArchiveCheck(): (kind, name, path, problem). */
+static PyObject *
+check_entry(size_t i, int check_source)
+{
+    const cds_index_entry *e = &cds.map.index[i];
+    const char *problem = NULL;
+    char buf[200];
+    if (!module_ready(i)) {
+        problem = cds.mod_reason && cds.mod_reason[i]
+                  ? cds.mod_reason[i] : "cannot be prepared";
+    }
+    else if (e->kind == KIND_SOURCE) {
+        /* the path as the entry holds it: NUL-terminated copy */
+        PyObject *path = PyBytes_FromStringAndSize(
+            cds.map.strtab + e->path_off, (Py_ssize_t)e->path_len);
+        if (path == NULL) {
+            return NULL;
+        }
+        int hashed;
+        const char *why = NULL;
+        if (strlen(PyBytes_AS_STRING(path)) != e->path_len) {
+            why = "bad path";
+        }
+        else {
+            why = _PyCDS_SourceStale(e, PyBytes_AS_STRING(path),
+                                     check_source, &hashed);
+        }
+        Py_DECREF(path);
+        if (why != NULL) {
+            snprintf(buf, sizeof(buf), "stale: %s", why);
+            problem = buf;
+        }
+    }
+    return Py_BuildValue(
+        "(sNNz)", e->kind == KIND_SOURCE ? "source" : "frozen",
+        PyUnicode_DecodeUTF8(cds.map.strtab + e->name_off,
+                             (Py_ssize_t)e->name_len, "surrogateescape"),
+        e->kind == KIND_SOURCE
+        ? PyUnicode_DecodeFSDefaultAndSize(cds.map.strtab + e->path_off,
+                                           (Py_ssize_t)e->path_len)
+        : Py_NewRef(Py_None),
+        problem);
+}
+
+/* Prepare every module of the archive (verify, relocate, fix up) and
+   check every source entry against its file now: a list of (kind, name,
+   path, problem), problem None when the entry can be served.  None when
+   no archive is in use (see _PyCDS_GetShareStats() for why). */
+PyObject *
+_PyCDS_ArchiveCheck(int check_source)
+{
+    PyInterpreterState *interp = _PyInterpreterState_GET();
+    if (!_Py_IsMainInterpreter(interp) || _PyCDS_ShareOpen() < 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *list = PyList_New(0);
+    for (size_t i = 0; list != NULL && i < cds.map.hdr->module_count; i++) {
+        PyObject *item = check_entry(i, check_source);
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_CLEAR(list);
+        }
+        Py_XDECREF(item);
+    }
+    return list;
 }
 
 /* Called when the runtime finalizes.  The mapping stays (objects that were

@@ -109,4 +109,49 @@ PyDoc_STRVAR(_cds_is_archived__doc__,
 
 #define _CDS_IS_ARCHIVED_METHODDEF    \
     {"is_archived", (PyCFunction)_cds_is_archived, METH_O, _cds_is_archived__doc__},
-/*[clinic end generated code: output=10e56dc120cb4092 input=a9049054013a1b77]*/
+
+PyDoc_STRVAR(_cds_check__doc__,
+"check($module, check_source=False, /)\n"
+"--\n"
+"\n"
+"Prepare and check every module of the archive in use (share mode).\n"
+"\n"
+"  check_source\n"
+"    Check the source hash of every source entry.\n"
+"\n"
+"Return a list of (kind, name, path, problem) tuples, one per index\n"
+"entry, where problem is None if the entry can be served now, else why\n"
+"not: the structural checks it fails (with -X cds_verify, the deep ones),\n"
+"or \"stale: ...\" when its source changed.  Return None if no archive is in\n"
+"use (_cds.info()[\"reason\"] says why).  Preparing fixes the modules up in\n"
+"this process: use a separate process (python -m cds verify).");
+
+#define _CDS_CHECK_METHODDEF    \
+    {"check", _PyCFunction_CAST(_cds_check), METH_FASTCALL, _cds_check__doc__},
+
+static PyObject *
+_cds_check_impl(PyObject *module, int check_source);
+
+static PyObject *
+_cds_check(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *return_value = NULL;
+    int check_source = 0;
+
+    if (!_PyArg_CheckPositional("check", nargs, 0, 1)) {
+        goto exit;
+    }
+    if (nargs < 1) {
+        goto skip_optional;
+    }
+    check_source = PyObject_IsTrue(args[0]);
+    if (check_source < 0) {
+        goto exit;
+    }
+skip_optional:
+    return_value = _cds_check_impl(module, check_source);
+
+exit:
+    return return_value;
+}
+/*[clinic end generated code: output=ca08c56eecec1906 input=a9049054013a1b77]*/

@@ -1,0 +1,101 @@
+"""Tools for pycds code-object archives: ``python -m cds``.
+
+The archive a process maps is described by the ``_cds`` module; this
+package works on archive files, each in a separate interpreter process,
+so that checking an archive never changes, or risks, the caller.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+__all__ = ['check', 'main']
+
+# Run in the child: the archive's state and every entry's problem.
+_CHECK = '''if 1:
+    import _cds, json, sys
+    result = _cds.check(sys.argv[1] == '1')
+    info = _cds.info()
+    json.dump({'usable': result is not None, 'reason': info['reason'],
+               'modules': [dict(zip(('kind', 'name', 'path', 'problem'), m))
+                           for m in result or ()]}, sys.stdout)
+'''
+
+
+def check(archive, *, deep=False, check_source=False, python=None):
+    """Check every entry of *archive* in a child interpreter.
+
+    Return a dict: 'usable' (whether the archive can be mapped by this
+    interpreter), 'reason' (why not), 'modules' (kind, name, path, problem:
+    None when the entry can be served now).  With *deep*, the child runs
+    the full verifier (-X cds_verify) on every module and relocates the
+    archive (-X cds_relocate), so that every relocation record is checked.
+    """
+    args = [python or sys.executable, '-I', '-X', 'cds=share',
+            '-X', 'cds_archive=' + os.fspath(archive)]
+    if deep:
+        args += ['-X', 'cds_verify', '-X', 'cds_relocate']
+    args += ['-c', _CHECK, '1' if check_source else '0']
+    proc = subprocess.run(args, capture_output=True, text=True,
+                          errors='replace')
+    if proc.returncode != 0:
+        if proc.returncode < 0:
+            why = f'the checking process was killed by signal {-proc.returncode}'
+        else:
+            lines = proc.stderr.strip().splitlines()
+            why = lines[-1] if lines else f'exit status {proc.returncode}'
+        return {'usable': False, 'reason': why, 'modules': []}
+    return json.loads(proc.stdout)
+
+
+def _verify(args):
+    if not os.path.exists(args.archive):
+        print(f'{args.archive}: no such file', file=sys.stderr)
+        return 2
+    result = check(args.archive, deep=args.deep,
+                   check_source=args.check_source)
+    modules = result['modules']
+    bad = [m for m in modules if m['problem']]
+    if args.json:
+        json.dump({'archive': args.archive, **result}, sys.stdout, indent=1)
+        print()
+    elif not result['usable']:
+        print(f'{args.archive}: not usable: {result["reason"]}')
+    else:
+        for m in bad:
+            where = f' ({m["path"]})' if m['path'] else ''
+            print(f'{m["kind"]} {m["name"]}{where}: {m["problem"]}')
+        stale = sum(m['problem'].startswith('stale') for m in bad)
+        print(f'{args.archive}: {len(modules)} modules, '
+              f'{len(modules) - len(bad)} usable, {stale} stale, '
+              f'{len(bad) - stale} corrupt')
+    return 0 if result['usable'] and not bad else 1
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='python -m cds',
+        description='Inspect and check pycds code-object archives.')
+    commands = parser.add_subparsers(dest='command', required=True,
+                                     metavar='COMMAND')
+    verify = commands.add_parser(
+        'verify', help='check every entry of an archive',
+        description='Check that this interpreter can use ARCHIVE and that '
+                    'every entry is intact and current: each module is '
+                    'prepared as share mode prepares it (checksums, '
+                    'structural checks) and its source compared with the '
+                    'file now.  Exit status 1 if any entry cannot be used.')
+    verify.add_argument('archive', metavar='ARCHIVE')
+    verify.add_argument('--deep', action='store_true',
+                        help='also check every name and constant and every '
+                             'relocation record (-X cds_verify, relocated)')
+    verify.add_argument('--check-source', action='store_true',
+                        help='compare the source hash of every entry, not '
+                             'only where CPython would read the source')
+    verify.add_argument('--json', action='store_true',
+                        help='print the result as JSON')
+    verify.set_defaults(run=_verify)
+    args = parser.parse_args(argv)
+    return args.run(args)

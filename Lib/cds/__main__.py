@@ -1,0 +1,5 @@
+import sys
+
+from cds import main
+
+sys.exit(main())
