@@ -16,6 +16,7 @@
 #include "pycore_initconfig.h"    // _PyStatus_ERR()
 
 #include <stdarg.h>
+#include <stddef.h>               // offsetof()
 #include <strings.h>              // strcasecmp()
 #include <unistd.h>               // getcwd()
 
@@ -299,36 +300,37 @@ _PyCDS_ReadConfig(const PyConfig *config)
     static char missing_msg[128];
     _PyCDS_Settings s = DEFAULT_SETTINGS;
 
-    /* testing aid: force the relocation path of SHARE */
-    PyStatus status = read_flag(config, L"cds_relocate", NULL,
-                                &s.force_relocation,
-                                "bad value for option -X cds_relocate "
-                                "(expected nothing, \"0\" or \"1\")");
-    if (_PyStatus_EXCEPTION(status)) {
-        return status;
-    }
-    /* write-protect the archive's never-written parts (a checking mode) */
-    status = read_flag(config, L"cds_protect", "PYTHONCDSPROTECT",
-                       &s.protect,
-                       "bad value for option -X cds_protect "
-                       "(expected nothing, \"0\" or \"1\")");
-    if (_PyStatus_EXCEPTION(status)) {
-        return status;
-    }
-    /* check every name and constant of a module before use */
-    status = read_flag(config, L"cds_verify", "PYTHONCDSVERIFY", &s.verify,
-                       "bad value for option -X cds_verify "
-                       "(expected nothing, \"0\" or \"1\")");
-    if (_PyStatus_EXCEPTION(status)) {
-        return status;
-    }
-    /* check the source hash of every entry (normalized mtimes) */
-    status = read_flag(config, L"cds_check_source", "PYTHONCDSCHECKSOURCE",
-                       &s.check_source,
-                       "bad value for option -X cds_check_source "
-                       "(expected nothing, \"0\" or \"1\")");
-    if (_PyStatus_EXCEPTION(status)) {
-        return status;
+#define EXPECTED " (expected nothing, \"0\" or \"1\")"
+    static const struct {
+        const wchar_t *xname;
+        const char *env;
+        size_t field;
+        const char *error;
+    } flags[] = {
+        /* testing aid: force the relocation path of SHARE */
+        {L"cds_relocate", NULL, offsetof(_PyCDS_Settings, force_relocation),
+         "bad value for option -X cds_relocate" EXPECTED},
+        /* write-protect the archive's never-written parts (checking) */
+        {L"cds_protect", "PYTHONCDSPROTECT",
+         offsetof(_PyCDS_Settings, protect),
+         "bad value for option -X cds_protect" EXPECTED},
+        /* check every name and constant of a module before use */
+        {L"cds_verify", "PYTHONCDSVERIFY", offsetof(_PyCDS_Settings, verify),
+         "bad value for option -X cds_verify" EXPECTED},
+        /* check the source hash of every entry (normalized mtimes) */
+        {L"cds_check_source", "PYTHONCDSCHECKSOURCE",
+         offsetof(_PyCDS_Settings, check_source),
+         "bad value for option -X cds_check_source" EXPECTED},
+    };
+#undef EXPECTED
+    PyStatus status;
+    for (size_t i = 0; i < Py_ARRAY_LENGTH(flags); i++) {
+        status = read_flag(config, flags[i].xname, flags[i].env,
+                           (int *)((char *)&s + flags[i].field),
+                           flags[i].error);
+        if (_PyStatus_EXCEPTION(status)) {
+            return status;
+        }
     }
     status = read_mode(config, &s);
     if (_PyStatus_EXCEPTION(status)) {
