@@ -9,7 +9,8 @@
  *   cds_dump.c   ->  cds_list.c  cds_builder.c  cds_layout.c  cds_filemap.c
  *                    cds_stale.c
  *   cds_layout.c ->  cds_builder.c (its buffers, cds_builder.h)
- *   cds_share.c  ->  cds_filemap.c  cds_protect.c  cds_verify.c  cds_stale.c
+ *   cds_share.c  ->  cds_prepare.c  cds_filemap.c  cds_protect.c  cds_stale.c
+ *   cds_prepare.c -> cds_verify.c  cds_protect.c
  *   cds_builder.c, cds_layout.c, cds_filemap.c, cds_protect.c, cds_list.c,
  *   cds_stale.c  ->  cds_format.c  cds_fileio.c
  *
@@ -184,6 +185,32 @@ extern int _PyCDS_SourceStampOf(const char *path, const struct stat *st,
 extern const char *_PyCDS_SourceStale(const cds_index_entry *e,
                                       const char *path, int check_always,
                                       int *hashed);
+
+/* --- cds_prepare.c: making one module usable ---------------------------- */
+
+enum { CDS_MOD_UNTOUCHED = 0, CDS_MOD_READY = 1, CDS_MOD_BAD = 2 };
+
+/* The mapped archive and what this process did to it */
+typedef struct {
+    _PyCDS_Map map;
+    uint8_t *mod_state;          /* CDS_MOD_* of each index entry */
+    uint8_t *str_ready;          /* a bit per 16-byte slot of R_STR: the
+                                    shared string there is set up */
+    uint8_t *str_valid;          /* and: checked well-formed */
+    int protect;                 /* -X cds_protect: cold region read-only */
+    Py_ssize_t prepared, relocated;
+} _PyCDS_Archive;
+
+/* Verify, relocate and fix up the module of entry 'e', which must not
+   have been prepared before: NULL, or why it cannot be used ("" if that
+   was logged). */
+/* The well-formed shared string at file offset 'off' of R_STR, or NULL;
+   its first use in this process sets it up */
+extern PyASCIIObject *_PyCDS_SharedString(_PyCDS_Archive *a, uint64_t off);
+extern void _PyCDS_SetupSharedString(_PyCDS_Archive *a, PyObject *s);
+extern const char *_PyCDS_PrepareModule(_PyCDS_Archive *a,
+                                        const cds_index_entry *e,
+                                        const char *name);
 
 /* --- cds_share.c: SHARE ------------------------------------------------- */
 

@@ -4,21 +4,23 @@
  * checksums can point anywhere.  Before a module's fixups run (and so
  * before any of its objects is used), these checks make sure that what
  * the interpreter dereferences when it runs a code object lands where it
- * may: the module's code objects (its own and, recursively, those among
- * their constants) are code objects wholly inside the module's code range, with their tuples, bytes
- * and strings of the right type and size inside the module, the shared
- * strings or the interpreter image, consistent frame sizes, and constants
- * of the types an archive holds; every FIXUP_FROZENSET targets a tuple of
- * the module.  They run after relocation, so a relocation record applied
- * twice to a checked field shows as a pointer or type out of place (the
- * records themselves are not checked for duplicates).
+ * may.  The module's code objects (its own and, recursively, those among
+ * their constants) are immortal code objects wholly inside the module's
+ * code range, with no per-process state, a frame size and local counts
+ * that agree with their local kinds; their tuples, bytes and strings are
+ * immortal objects of the right type and size inside the module, the
+ * shared strings or the interpreter's static objects (at an object's
+ * start, not anywhere in the runtime); every name is a string and every
+ * constant an immortal object of a type an archive holds, in its place;
+ * every FIXUP_FROZENSET targets a tuple of the module and every FIXUP_CODE
+ * a code object.  They run after
+ * relocation, whose records are checked strictly ascending and inside the
+ * module as they are applied (cds_share.c).
  *
- * By default the items of the names tuples and constants other than code
- * objects are not checked one by one (that costs a few percent of a
- * start-up); -X cds_verify checks them too: each name a string, each
- * constant of a type an archive holds, in its place.  Never checked
- * (trusted as a .pyc file is): the bytecode itself, and constants nested
- * in constant tuples.
+ * -X cds_verify also walks the constants nested in constant tuples and
+ * the items of the tuples frozensets are built from (they cost a little
+ * more).  Never checked (trusted as a .pyc file is): the bytecode itself,
+ * the line and exception tables, and the values of the constants.
  *
  * Errors: each check returns the reason the module cannot be used, or
  * NULL; nothing raises.
@@ -38,12 +40,21 @@ typedef struct {
     const _PyCDS_Map *map;
     const cds_index_entry *entry;
     Py_ssize_t budget;           /* code objects left to visit */
+    Py_ssize_t items;            /* nested constants left to visit */
     uintptr_t str_lo;            /* the shared strings (R_STR) */
     uint64_t str_size;
     const uint8_t *str_valid;    /* a bit per 16 bytes: a string there was
                                     checked well-formed (cds_share.c) */
-    int deep;                    /* -X cds_verify: every item too */
+    int deep;                    /* -X cds_verify: nested constants too */
 } checker;
+
+/* As the dump wrote it: Py_INCREF() writes any other count, even one
+   _Py_IsImmortal() accepts. */
+static inline int
+immortal(PyObject *op)
+{
+    return op->ob_refcnt == _Py_IMMORTAL_REFCNT;
+}
 
 /* -1 if 'op' is not in R_STR, else whether it is a checked shared string */
 static inline int
@@ -57,36 +68,65 @@ shared_ok(const checker *c, const void *op)
            && (c->str_valid[d / CDS_ALIGN / 8] >> ((d / CDS_ALIGN) & 7)) & 1;
 }
 
-/* Whether [p, p + size) lies in the module's range of region 'r'. */
+/* Whether an object at 'p' of 'size' bytes lies in the module's range of
+   region 'r', where objects start on CDS_ALIGN boundaries. */
 static int
 in_range(const checker *c, const void *p, uint64_t size, int r)
 {
     uint64_t off = (uint64_t)((const char *)p - c->map->base);
     const uint64_t *range = c->entry->range[r - 1];
-    return (const char *)p >= c->map->base && off >= range[0]
-           && off <= range[1] && size <= range[1] - off;
+    return (const char *)p >= c->map->base && off % CDS_ALIGN == 0
+           && off >= range[0] && off <= range[1] && size <= range[1] - off;
 }
 
-/* Whether [p, p + size) lies in the module's own objects. */
+/* The same in any of the module's ranges. */
 static int
 in_module(const checker *c, const void *p, uint64_t size)
 {
-    return (const char *)p >= c->map->base
-           && _PyCDS_InModule(c->entry,
-                              (uint64_t)((const char *)p - c->map->base), size);
+    uint64_t off = (uint64_t)((const char *)p - c->map->base);
+    return (const char *)p >= c->map->base && off % CDS_ALIGN == 0
+           && _PyCDS_InModule(c->entry, off, size);
 }
 
-/* The static objects an archive may point at: the runtime's static
-   objects (small ints, static strings, empty tuple and bytes) and the
-   singletons.  Not any address of the image: it has unmapped gaps. */
+/* Whether 'p' is the start of one of the static objects an archive may
+   point at: the singletons and the runtime's static objects (small ints,
+   static strings, the empty tuple and bytes, one-byte bytes).  Not any
+   address of the runtime: one inside an object is not an object. */
 static int
-is_static(const checker *c, const void *p, uint64_t size)
+is_static(const void *p)
 {
-    uintptr_t a = (uintptr_t)p, lo = (uintptr_t)&_PyRuntime;
-    uintptr_t hi = lo + sizeof(_PyRuntime);
-    return (a >= lo && a <= hi && size <= hi - a)
-           || p == Py_None || p == Py_True || p == Py_False
-           || p == Py_Ellipsis || p == Py_NotImplemented;
+    if (p == Py_None || p == Py_True || p == Py_False || p == Py_Ellipsis
+        || p == Py_NotImplemented || p == &_Py_SINGLETON(bytes_empty)
+        || p == &_Py_SINGLETON(tuple_empty))
+    {
+        return 1;
+    }
+    const char *a = p;
+    const char *ints = (const char *)_Py_SINGLETON(small_ints);
+    if (a >= ints && a < ints + sizeof(_Py_SINGLETON(small_ints))) {
+        return (size_t)(a - ints) % sizeof(PyLongObject) == 0;
+    }
+    const char *chars = (const char *)_Py_SINGLETON(bytes_characters);
+    if (a >= chars && a < chars + sizeof(_Py_SINGLETON(bytes_characters))) {
+        return (size_t)(a - chars)
+               % sizeof(_Py_SINGLETON(bytes_characters)[0]) == 0;
+    }
+    /* the static strings are of different sizes: a string's header, and
+       all of it inside them */
+    const char *strs = (const char *)&_Py_SINGLETON(strings);
+    const char *end = strs + sizeof(_Py_SINGLETON(strings));
+    const PyASCIIObject *s = p;
+    if (a < strs || a >= end || (uintptr_t)a % sizeof(void *) != 0
+        || (size_t)(end - a) < sizeof(PyASCIIObject)
+        || Py_TYPE(s) != &PyUnicode_Type || !s->state.compact
+        || !s->state.statically_allocated || s->state.kind != 1
+        || s->length < 0 || s->length > end - a)
+    {
+        return 0;
+    }
+    size_t header = s->state.ascii ? sizeof(PyASCIIObject)
+                                   : sizeof(PyCompactUnicodeObject);
+    return header + (size_t)s->length + 1 <= (size_t)(end - a);
 }
 
 /* A str: a shared string, one of the module (R_WARM), or a static one. */
@@ -97,24 +137,36 @@ str_ok(const checker *c, PyObject *op)
     if (shared >= 0) {
         return shared;
     }
-    int own = in_range(c, op, sizeof(PyASCIIObject), R_WARM);
-    if (!own && !is_static(c, op, sizeof(PyASCIIObject))) {
-        return 0;
+    if (is_static(op)) {
+        return Py_TYPE(op) == &PyUnicode_Type;
     }
-    if (Py_TYPE(op) != &PyUnicode_Type || !PyUnicode_IS_COMPACT(op)) {
+    if (!in_range(c, op, sizeof(PyASCIIObject), R_WARM)
+        || Py_TYPE(op) != &PyUnicode_Type || !immortal(op)
+        || !PyUnicode_IS_COMPACT(op))
+    {
         return 0;
     }
     PyASCIIObject *s = (PyASCIIObject *)op;
     int kind = s->state.kind;
-    uint64_t size = (s->state.ascii ? sizeof(PyASCIIObject)
-                                    : sizeof(PyCompactUnicodeObject));
     if (s->length < 0 || (kind != 1 && kind != 2 && kind != 4)
+        || (s->state.ascii && kind != 1)
         || (uint64_t)s->length > c->map->size)
     {
         return 0;
     }
+    uint64_t size = sizeof(PyASCIIObject);
+    if (!s->state.ascii) {
+        /* no UTF-8 cache before use: its pointer would be followed */
+        PyCompactUnicodeObject *u = (PyCompactUnicodeObject *)op;
+        if (!in_range(c, op, sizeof(*u), R_WARM) || u->utf8 != NULL
+            || u->utf8_length != 0)
+        {
+            return 0;
+        }
+        size = sizeof(PyCompactUnicodeObject);
+    }
     size += ((uint64_t)s->length + 1) * kind;
-    return own ? in_range(c, op, size, R_WARM) : is_static(c, op, size);
+    return in_range(c, op, size, R_WARM);
 }
 
 /* A tuple or bytes object of the module (bytes are cold, tuples cold or
@@ -131,7 +183,7 @@ var_ok(const checker *c, PyObject *op, PyTypeObject *type)
     {
         r = R_TUP;
     }
-    else if (!is_static(c, op, sizeof(PyVarObject))) {
+    else if (!is_static(op)) {
         return 0;
     }
     if (Py_TYPE(op) != type || Py_SIZE(op) < 0
@@ -139,32 +191,55 @@ var_ok(const checker *c, PyObject *op, PyTypeObject *type)
     {
         return 0;
     }
+    if (r == 0) {
+        return 1;
+    }
     uint64_t size = (type == &PyTuple_Type)
                     ? _PyObject_VAR_SIZE(&PyTuple_Type, Py_SIZE(op))
                     : offsetof(PyBytesObject, ob_sval) + Py_SIZE(op) + 1;
-    return r ? in_range(c, op, size, r) : is_static(c, op, size);
+    return immortal(op) && in_range(c, op, size, r);
 }
 
 static int code_ok(checker *c, PyCodeObject *co);
+static int const_ok(checker *c, PyObject *op, int nested);
 
+/* Every item of the tuple 'op' (checked by var_ok()) a constant. */
 static int
-const_ok(checker *c, PyObject *op)
+items_ok(checker *c, PyObject *op)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(op); i++) {
+        if (!const_ok(c, PyTuple_GET_ITEM(op, i), 1)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* An immortal object of a type an archive holds, wholly in its place;
+   the items of a tuple too if 'nested' and -X cds_verify. */
+static int
+const_ok(checker *c, PyObject *op, int nested)
 {
     int shared = shared_ok(c, op);
     if (shared >= 0) {
         return shared;
     }
-    if (is_static(c, op, sizeof(PyObject))) {
+    if (is_static(op)) {
         return 1;
     }
-    if (!in_module(c, op, sizeof(PyObject))) {
+    if (!in_module(c, op, sizeof(PyObject)) || !immortal(op)
+        || --c->items < 0)
+    {
         return 0;
     }
     PyTypeObject *t = Py_TYPE(op);
     if (t == &PyUnicode_Type) {
         return str_ok(c, op);
     }
-    if (t == &PyTuple_Type || t == &PyBytes_Type) {
+    if (t == &PyTuple_Type) {
+        return var_ok(c, op, t) && (!(nested && c->deep) || items_ok(c, op));
+    }
+    if (t == &PyBytes_Type) {
         return var_ok(c, op, t);
     }
     if (t == &PyCode_Type) {
@@ -185,6 +260,34 @@ const_ok(checker *c, PyObject *op)
     return 0;
 }
 
+/* Its local kinds give its counts of locals, cells and free variables, as
+   _PyCode_New() computes them. */
+static int
+locals_ok(PyCodeObject *co)
+{
+    const unsigned char *kinds =
+        (const unsigned char *)PyBytes_AS_STRING(co->co_localspluskinds);
+    int nlocals = 0, ncells = 0, nfree = 0;
+    for (int i = 0; i < co->co_nlocalsplus; i++) {
+        unsigned char k = kinds[i];
+        if (k & CO_FAST_LOCAL) {
+            nlocals++;
+            ncells += (k & CO_FAST_CELL) != 0;
+        }
+        else if (k & CO_FAST_CELL) {
+            ncells++;
+        }
+        else if (k & CO_FAST_FREE) {
+            nfree++;
+        }
+        else {
+            return 0;
+        }
+    }
+    return nlocals == co->co_nlocals && ncells == co->co_ncellvars
+           && nfree == co->co_nfreevars;
+}
+
 /* A code object of the module, with what running it dereferences, and
    the code objects among its constants. */
 static int
@@ -194,10 +297,16 @@ code_ok(checker *c, PyCodeObject *co)
         return 0;       /* more visits than code objects: a cycle */
     }
     if (!in_range(c, co, sizeof(PyCodeObject), R_CODE)
-        || Py_TYPE(co) != &PyCode_Type || Py_SIZE(co) < 0
-        || (uint64_t)Py_SIZE(co) > c->map->size
+        || Py_TYPE(co) != &PyCode_Type || !immortal((PyObject *)co)
+        || Py_SIZE(co) <= 0 || (uint64_t)Py_SIZE(co) > c->map->size
         || !in_range(c, co, _PyObject_VAR_SIZE(&PyCode_Type, Py_SIZE(co)),
-                     R_CODE))
+                     R_CODE)
+        /* the per-process state starts empty (cds_builder.c) */
+        || co->co_weakreflist != NULL || co->co_executors != NULL
+        || co->_co_cached != NULL || co->_co_monitoring != NULL
+        || co->co_extra != NULL || co->_co_instrumentation_version != 0
+        || co->_co_firsttraceable < 0
+        || co->_co_firsttraceable >= Py_SIZE(co))
     {
         return 0;
     }
@@ -219,11 +328,7 @@ code_ok(checker *c, PyCodeObject *co)
         || co->co_stacksize < 0 || co->co_stacksize > (1 << 24)
         || co->co_framesize != nlocalsplus + co->co_stacksize
                                + FRAME_SPECIALS_SIZE
-        || co->co_nlocals < 0 || co->co_nlocals > nlocalsplus
-        /* an argument that is a cell counts in both co_nlocals and
-           co_ncellvars: each is bounded, not their sum */
-        || co->co_ncellvars < 0 || co->co_ncellvars > nlocalsplus
-        || co->co_nfreevars < 0 || co->co_nfreevars > nlocalsplus
+        || !locals_ok(co)
         || co->co_argcount < 0 || co->co_argcount > co->co_nlocals
         || co->co_kwonlyargcount < 0
         || co->co_argcount + co->co_kwonlyargcount > co->co_nlocals)
@@ -231,21 +336,9 @@ code_ok(checker *c, PyCodeObject *co)
         return 0;
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
-        PyObject *item = PyTuple_GET_ITEM(co->co_consts, i);
-        if (c->deep) {
-            if (!const_ok(c, item)) {
-                return 0;
-            }
-        }
-        else if (in_range(c, item, sizeof(PyObject), R_CODE)
-                 && !code_ok(c, (PyCodeObject *)item))
-        {
-            /* the code objects the module runs are all reachable */
+        if (!const_ok(c, PyTuple_GET_ITEM(co->co_consts, i), 0)) {
             return 0;
         }
-    }
-    if (!c->deep) {
-        return 1;
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_names); i++) {
         if (!str_ok(c, PyTuple_GET_ITEM(co->co_names, i))) {
@@ -260,36 +353,53 @@ code_ok(checker *c, PyCodeObject *co)
     return 1;
 }
 
+/* The fixups' targets: FIXUP_CODE records code objects; FIXUP_FROZENSET
+   a tuple of the module of constants (PyFrozenSet_New() hashes them). */
+static const char *
+fixup_targets_ok(checker *c, const cds_fixup *fixups, uint64_t count)
+{
+    for (uint64_t k = 0; k < count; k++) {
+        void *at = c->map->base + fixups[k].offset;
+        if (fixups[k].kind == FIXUP_CODE) {
+            if (!in_range(c, at, sizeof(PyCodeObject), R_CODE)
+                || Py_TYPE((PyObject *)at) != &PyCode_Type)
+            {
+                return "a code fixup does not target a code object "
+                       "(corrupt archive)";
+            }
+        }
+        if (fixups[k].kind == FIXUP_FROZENSET) {
+            PyObject *t = *(PyObject **)at;
+            if (!in_module(c, t, sizeof(PyVarObject))
+                || !var_ok(c, t, &PyTuple_Type) || !items_ok(c, t))
+            {
+                return "a frozenset is malformed (corrupt archive)";
+            }
+        }
+    }
+    return NULL;
+}
+
 const char *
 _PyCDS_VerifyModule(const _PyCDS_Map *map, const cds_index_entry *e,
                     const cds_fixup *fixups, const uint8_t *str_valid,
                     int deep)
 {
     const uint64_t *code_range = e->range[R_CODE - 1];
+    uint64_t bytes = 0;
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        bytes += e->range[r][1] - e->range[r][0];
+    }
     checker c = {map, e,
                  (Py_ssize_t)((code_range[1] - code_range[0])
                               / sizeof(PyCodeObject)),
+                 /* shared nested tuples are visited once per use */
+                 (Py_ssize_t)(bytes / CDS_ALIGN * 4 + 64),
                  (uintptr_t)map->base + map->hdr->region_offset[R_STR],
                  map->hdr->region_size[R_STR], str_valid, deep};
     /* every code object the module runs is reachable from its own */
     if (!code_ok(&c, (PyCodeObject *)(map->base + e->code))) {
         return "a code object is malformed (corrupt archive)";
     }
-    for (uint64_t k = 0; k < e->fixup_count; k++) {
-        void *at = map->base + fixups[k].offset;
-        if (fixups[k].kind == FIXUP_CODE
-            && (!in_range(&c, at, sizeof(PyCodeObject), R_CODE)
-                || Py_TYPE((PyObject *)at) != &PyCode_Type))
-        {
-            return "a code fixup does not target a code object "
-                   "(corrupt archive)";
-        }
-        if (fixups[k].kind == FIXUP_FROZENSET
-            && (!in_module(&c, *(PyObject **)at, sizeof(PyVarObject))
-                || !var_ok(&c, *(PyObject **)at, &PyTuple_Type)))
-        {
-            return "a frozenset is malformed (corrupt archive)";
-        }
-    }
-    return NULL;
+    return fixup_targets_ok(&c, fixups, e->fixup_count);
 }

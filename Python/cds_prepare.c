@@ -1,0 +1,416 @@
+/* pycds: preparing one module of the mapped archive for use, once per
+ * process (cds_share.c decides when): check its index entry and fixup
+ * records, verify its checksum (which covers the shared strings it uses),
+ * relocate its pointers if the archive or the interpreter image moved,
+ * run the structural checks (cds_verify.c), then intern its identifiers,
+ * build its frozensets and announce its code objects.
+ *
+ * Errors: the reason the module cannot be used (a constant string; "" if
+ * already logged), or NULL.  Nothing raises.
+ */
+
+#include "Python.h"
+#include "pycore_cds.h"
+#include "pycore_code.h"          // _PyCoCached
+#include "pycore_pystate.h"       // _PyInterpreterState_GET()
+#include "cds_internal.h"
+
+#include <sys/mman.h>
+
+/* The first use of a shared string (a well-formed one: _PyCDS_SharedString(a, ))
+   in this process: its type, and the fields no checksum covers because
+   the process writes them (the cached hash, the interned state), are set
+   as the dump wrote them, whatever the file holds.  Fields already right
+   are not written, so that their pages can stay shared. */
+void
+_PyCDS_SetupSharedString(_PyCDS_Archive *a, PyObject *s)
+{
+    size_t i = (size_t)((char *)s - a->map.base
+                        - a->map.hdr->region_offset[R_STR]) / CDS_ALIGN;
+    uint8_t bit = (uint8_t)(1 << (i & 7));
+    if (a->str_ready[i >> 3] & bit) {
+        return;
+    }
+    a->str_ready[i >> 3] |= bit;
+    if (Py_TYPE(s) != &PyUnicode_Type) {
+        Py_SET_TYPE(s, &PyUnicode_Type);
+    }
+    if (((PyASCIIObject *)s)->hash != -1) {
+        ((PyASCIIObject *)s)->hash = -1;
+    }
+    if (((PyASCIIObject *)s)->state.interned != SSTATE_NOT_INTERNED) {
+        ((PyASCIIObject *)s)->state.interned = SSTATE_NOT_INTERNED;
+    }
+}
+
+/* The shared string at file offset 'off', or NULL if what is there is not
+   a well-formed archived string: checked before anything reads it. */
+PyASCIIObject *
+_PyCDS_SharedString(_PyCDS_Archive *a, uint64_t off)
+{
+    const cds_header *h = a->map.hdr;
+    uint64_t lo = h->region_offset[R_STR], hi = lo + h->region_size[R_STR];
+    if (off < lo || off % CDS_ALIGN != 0 || off + sizeof(PyASCIIObject) > hi) {
+        return NULL;
+    }
+    PyASCIIObject *s = (PyASCIIObject *)(a->map.base + off);
+    uint64_t i = (off - lo) / CDS_ALIGN;
+    if ((a->str_valid[i / 8] >> (i & 7)) & 1) {
+        return s;   /* checked; this process may have cached its UTF-8 */
+    }
+    uintptr_t type = (uintptr_t)s->ob_base.ob_type;
+    if (s->ob_base.ob_refcnt != _Py_IMMORTAL_REFCNT
+        || (type != (uintptr_t)&PyUnicode_Type
+            && type != (uintptr_t)&PyUnicode_Type - a->map.image_delta)
+        || !s->state.compact || !s->state.statically_allocated
+        || (s->state.kind != 1 && s->state.kind != 2 && s->state.kind != 4)
+        || (s->state.ascii && s->state.kind != 1)
+        || s->length < 0 || (uint64_t)s->length > hi - off)
+    {
+        return NULL;
+    }
+    size_t header = s->state.ascii ? sizeof(PyASCIIObject)
+                                   : sizeof(PyCompactUnicodeObject);
+    if (off + header + ((uint64_t)s->length + 1) * s->state.kind > hi
+        || (!s->state.ascii
+            /* no UTF-8 cache before use: its pointer would be followed */
+            && (((PyCompactUnicodeObject *)s)->utf8 != NULL
+                || ((PyCompactUnicodeObject *)s)->utf8_length != 0)))
+    {
+        return NULL;
+    }
+    /* checked: the structural checks rely on it (cds_verify.c) */
+    a->str_valid[i / 8] |= (uint8_t)(1 << (i & 7));
+    return s;
+}
+
+
+#ifndef MADV_POPULATE_WRITE
+#  define MADV_POPULATE_WRITE 23      /* Linux 5.14 */
+#endif
+
+/* Relocation writes to every page of a module (each object's type pointer
+   moves with the interpreter image), so each page would take a read fault
+   for the checksum and then a copy-on-write fault.  Making the module's
+   pages private in one call first is cheaper; the contents are unchanged.
+   Only a hint: older kernels refuse it and the faults happen as before. */
+static void
+populate_for_relocation(_PyCDS_Archive *a, const cds_index_entry *e)
+{
+    uintptr_t page = (uintptr_t)CDS_PAGE - 1;
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        if (e->range[r][0] == e->range[r][1]
+            || (a->protect && r + 1 == R_COLD))   /* mapped read-only */
+        {
+            continue;
+        }
+        uintptr_t lo = (uintptr_t)a->map.base + e->range[r][0];
+        uintptr_t hi = (uintptr_t)a->map.base + e->range[r][1];
+        lo &= ~page;
+        hi = (hi + page) & ~page;
+        (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+    }
+}
+
+#ifdef Py_DEBUG
+/* In a debug build, as CPython frees its immortal interned strings at
+   finalization there so that -X showrefcount can report no leak, what a
+   process allocated for archived objects is released when the interpreter
+   is cleared (its dict is, after its modules): the frozensets that fixups
+   made (the archive's slots borrow them from a list in the interpreter's
+   dict) and the caches of co_code etc. that archived code objects made on
+   the heap.  A release build keeps both until the process exits. */
+static void
+release_archived_caches(PyObject *capsule)
+{
+    _PyCDS_Archive *a = PyCapsule_GetPointer(capsule, NULL);
+    if (a->map.base == NULL) {
+        return;
+    }
+    const cds_fixup *all = (const cds_fixup *)(a->map.base + a->map.hdr->fixup_offset);
+    for (uint64_t i = 0; i < a->map.hdr->module_count; i++) {
+        const cds_index_entry *e = &a->map.index[i];
+        if (a->mod_state[i] != CDS_MOD_READY) {
+            continue;
+        }
+        for (uint64_t k = 0; k < e->fixup_count; k++) {
+            const cds_fixup *f = &all[e->fixup_start + k];
+            if (f->kind != FIXUP_CODE) {
+                continue;
+            }
+            PyCodeObject *co = (PyCodeObject *)(a->map.base + f->offset);
+            _PyCoCached *cached = co->_co_cached;
+            if (cached != NULL) {
+                co->_co_cached = NULL;
+                Py_XDECREF(cached->_co_code);
+                Py_XDECREF(cached->_co_cellvars);
+                Py_XDECREF(cached->_co_freevars);
+                Py_XDECREF(cached->_co_varnames);
+                PyMem_Free(cached);
+            }
+        }
+    }
+}
+
+/* Add 'obj' (or nothing, if NULL) to the list of what is released with
+   the interpreter, made with the capsule that releases the caches. */
+static int
+keep_until_finalization(_PyCDS_Archive *a, PyInterpreterState *interp, PyObject *obj)
+{
+    PyObject *dict = PyInterpreterState_GetDict(interp);      // borrowed
+    if (dict == NULL) {
+        return -1;
+    }
+    PyObject *list;
+    if (PyDict_GetItemStringRef(dict, "_pycds_fixup_objects", &list) < 0) {
+        return -1;
+    }
+    if (list == NULL) {
+        PyObject *capsule = PyCapsule_New((void *)a, NULL,
+                                          release_archived_caches);
+        list = PyList_New(0);
+        if (capsule == NULL || list == NULL
+            || PyList_Append(list, capsule) < 0
+            || PyDict_SetItemString(dict, "_pycds_fixup_objects", list) < 0)
+        {
+            Py_XDECREF(capsule);
+            Py_XDECREF(list);
+            return -1;
+        }
+        Py_DECREF(capsule);
+    }
+    int r = (obj == NULL) ? 0 : PyList_Append(list, obj);
+    Py_DECREF(list);
+    return r;
+}
+#endif
+
+/* Whether everything the index entry points at is where it may be: its
+   ranges within their regions, its relocations and fixups within their
+   tables, its code object and every fixup slot within its own ranges. */
+static int
+entry_ok(_PyCDS_Archive *a, const cds_index_entry *e)
+{
+    const cds_header *h = a->map.hdr;
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        uint64_t lo = h->region_offset[r + 1], hi = lo + h->region_size[r + 1];
+        if (e->range[r][0] > e->range[r][1] || e->range[r][0] < lo
+            || e->range[r][1] > hi)
+        {
+            return 0;
+        }
+    }
+    return !(e->reloc_start > h->reloc_count
+             || e->reloc_count > h->reloc_count - e->reloc_start
+             || e->fixup_start > h->fixup_count
+             || e->fixup_count > h->fixup_count - e->fixup_start
+             || !_PyCDS_InModule(e, e->code, sizeof(PyCodeObject)));
+}
+
+static int
+fixups_ok(_PyCDS_Archive *a, const cds_index_entry *e, const cds_fixup *fixups)
+{
+    for (uint64_t k = 0; k < e->fixup_count; k++) {
+        if (!_PyCDS_InModule(e, fixups[k].offset, 8) || (fixups[k].offset & 7)
+            || fixups[k].kind < FIXUP_INTERN || fixups[k].kind > FIXUP_CODE)
+        {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The module's checksum, as cds_builder.c's module_checksum(a, ) makes it;
+   *bad_string is set if a shared string it interns is malformed. */
+static uint64_t
+module_checksum(_PyCDS_Archive *a, const cds_index_entry *e, const cds_fixup *fixups,
+                int *bad_string)
+{
+    const char *base = a->map.base;
+    uint64_t c = 0;
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        c = _PyCDS_Checksum(c, base + e->range[r][0],
+                            e->range[r][1] - e->range[r][0]);
+    }
+    c = _PyCDS_Checksum(c, fixups, sizeof(cds_fixup) * e->fixup_count);
+    uint64_t prev_target = UINT64_MAX;
+    for (uint64_t k = 0; k < e->fixup_count; k++) {
+        if (fixups[k].kind != FIXUP_INTERN) {
+            continue;
+        }
+        /* the slot still holds the address the dump laid out */
+        uint64_t target = *(const uint64_t *)(base + fixups[k].offset)
+                          - a->map.hdr->preferred_base;
+        if (target == prev_target) {
+            continue;    /* the same string as the fixup before */
+        }
+        prev_target = target;
+        const PyASCIIObject *str = _PyCDS_SharedString(a, target);
+        if (str == NULL) {
+            *bad_string = 1;
+            return 0;
+        }
+        c = _PyCDS_StringDigest(c, str);
+    }
+    return c;
+}
+
+/* Relocate only when something moved: otherwise nothing is written.  Each
+   record is checked before it is applied, and only the records of what
+   moved are (usually the image only: each object's type).  A bad record
+   leaves the module half relocated, but a module that fails here is never
+   used, and its pages are its own. */
+static int
+relocate_module(_PyCDS_Archive *a, const cds_index_entry *e, const uint64_t *relocs)
+{
+    char *base = a->map.base;
+    if (a->protect) {
+        _PyCDS_ProtectRange(e->range[R_COLD - 1][0], e->range[R_COLD - 1][1], 1);
+    }
+    int bad = 0;
+    uint64_t prev = 0;      /* slots strictly ascending: none moved twice */
+    for (uint64_t k = 0; k < e->reloc_count; k++) {
+        uint64_t rec = relocs[k];
+        if (k > 0 && (rec & ~(uint64_t)7) <= prev) {
+            bad = 1;
+            break;
+        }
+        prev = rec & ~(uint64_t)7;
+        intptr_t delta = (rec & 1) ? a->map.image_delta : a->map.archive_delta;
+        if (delta == 0) {
+            continue;
+        }
+        if ((rec & 6) || !_PyCDS_InModule(e, rec & ~(uint64_t)1, 8)) {
+            bad = 1;
+            break;
+        }
+        *(uint64_t *)(base + (rec & ~(uint64_t)1)) += (uint64_t)delta;
+    }
+    if (a->protect) {
+        _PyCDS_ProtectRange(e->range[R_COLD - 1][0], e->range[R_COLD - 1][1], 0);
+    }
+    return bad ? -1 : 0;
+}
+
+/* Run the module's fixups: intern its identifiers, build its frozensets,
+   announce its code objects. */
+static int
+apply_fixups(_PyCDS_Archive *a, const cds_index_entry *e, const cds_fixup *fixups,
+             const char *name)
+{
+    char *base = a->map.base;
+    PyInterpreterState *interp = _PyInterpreterState_GET();
+#ifdef Py_DEBUG
+    if (keep_until_finalization(a, interp, NULL) < 0) {
+        PyErr_Clear();
+    }
+#endif
+    uint64_t str_lo = a->map.hdr->region_offset[R_STR];
+    uint64_t str_size = a->map.hdr->region_size[R_STR];
+    PyObject *last_s = NULL, *last_t = NULL;
+    for (uint64_t k = 0; k < e->fixup_count; k++) {
+        PyObject **slot = (PyObject **)(base + fixups[k].offset);
+        switch (fixups[k].kind) {
+            case FIXUP_INTERN: {
+                /* consecutive fixups of the same string: intern it once */
+                PyObject *s = *slot;
+                if ((uint64_t)((char *)s - base - str_lo) >= str_size) {
+                    /* fixed up already: a second fixup of the slot */
+                    _PyCDS_Log(1, "module %s: a slot fixed up twice "
+                               "(corrupt archive)", name);
+                    return -1;
+                }
+                _PyCDS_SetupSharedString(a, s);
+                PyObject *t = (s == last_s) ? last_t
+                                            : _PyUnicode_InternArchived(interp, s);
+                if (t != s) {
+                    *slot = t;   /* owns the reference, never released */
+                    if (s == last_s) {
+                        Py_INCREF(t);
+                    }
+                }
+                last_s = s;
+                last_t = t;
+                break;
+            }
+            case FIXUP_FROZENSET: {
+                if ((uint64_t)((char *)*slot - base) >= a->map.size) {
+                    _PyCDS_Log(1, "module %s: a slot fixed up twice "
+                               "(corrupt archive)", name);
+                    return -1;
+                }
+                PyObject *fs = PyFrozenSet_New(*slot);
+#ifdef Py_DEBUG
+                if (fs != NULL && keep_until_finalization(a, interp, fs) < 0) {
+                    Py_CLEAR(fs);
+                }
+#endif
+                if (fs == NULL) {
+                    PyErr_Clear();
+                    _PyCDS_Log(1, "module %s: cannot rebuild a frozenset", name);
+                    return -1;
+                }
+                *slot = fs;      /* owns the reference, never released */
+#ifdef Py_DEBUG
+                Py_DECREF(fs);   /* borrowed: see keep_until_finalization() */
+#endif
+                break;
+            }
+            case FIXUP_CODE:
+                _PyCode_InitArchived((PyCodeObject *)slot);
+                break;
+        }
+    }
+    return 0;
+}
+
+const char *
+_PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *name)
+{
+    const cds_header *h = a->map.hdr;
+    char *base = a->map.base;
+    if (!entry_ok(a, e)) {
+        return "bad index entry (corrupt archive)";
+    }
+    const uint64_t *relocs = (const uint64_t *)(base + h->reloc_offset)
+                             + e->reloc_start;
+    const cds_fixup *fixups = (const cds_fixup *)(base + h->fixup_offset)
+                              + e->fixup_start;
+    if (!fixups_ok(a, e, fixups)) {
+        return "bad fixup (corrupt archive)";
+    }
+    int relocate = (a->map.archive_delta != 0 || a->map.image_delta != 0);
+    if (relocate) {
+        populate_for_relocation(a, e);
+    }
+    int bad_string = 0;
+    uint64_t c = module_checksum(a, e, fixups, &bad_string);
+    if (bad_string) {
+        return "bad shared string (corrupt archive)";
+    }
+    if (c != e->checksum) {
+        return "checksum mismatch (corrupt archive)";
+    }
+    if (relocate) {
+        /* the relocations are read only when something moved */
+        if (_PyCDS_Checksum(0, relocs, 8 * e->reloc_count) != e->reloc_checksum) {
+            return "relocations checksum mismatch (corrupt archive)";
+        }
+        if (relocate_module(a, e, relocs) < 0) {
+            return "bad relocation (corrupt archive)";
+        }
+        a->relocated++;
+    }
+    /* what a forged archive could point anywhere (cds_verify.c) */
+    const char *bad = _PyCDS_VerifyModule(&a->map, e, fixups,
+                                          a->str_valid,
+                                          _PyCDS_GetSettings()->verify);
+    if (bad != NULL) {
+        return bad;
+    }
+    if (apply_fixups(a, e, fixups, name) < 0) {
+        return "";     /* logged by apply_fixups(a, ) */
+    }
+    a->prepared++;
+    return NULL;
+}
