@@ -1,4 +1,4 @@
-"""A brief run of the pycds fuzzer (Tools/pycds/fuzz.py): mutated archives
+"""A brief run of the pycds fuzzer (Tools/pycds/fuzz/): mutated archives
 and module lists must not crash the interpreter.
 
 Twenty seconds of cases with a fixed seed, against the interpreter under
@@ -10,7 +10,7 @@ crash's mutation, and the command that reruns it (in the fuzzer's own
 work directory: rerun the fuzzer with the same seed to keep the inputs).
 Longer runs:
 
-    ./python Tools/pycds/fuzz.py --seconds 600 --jobs 4
+    ./python Tools/pycds/fuzz --seconds 600 --jobs 4
 """
 
 import os
@@ -25,15 +25,16 @@ from test.test_cds.util import clean_env, run_python, temp_dir, write_list
 # Lib/test/test_cds/ -> the source tree root.
 SRC_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))))
-FUZZ = os.path.join(SRC_ROOT, 'Tools', 'pycds', 'fuzz.py')
+# the package directory, run through its __main__.py
+FUZZ = os.path.join(SRC_ROOT, 'Tools', 'pycds', 'fuzz')
 
 SECONDS = 20
 SEED = 1
 
 
 @support.requires_subprocess()
-@unittest.skipUnless(os.path.isfile(FUZZ),
-                     'not a pycds source tree (no Tools/pycds/fuzz.py)')
+@unittest.skipUnless(os.path.isfile(os.path.join(FUZZ, '__main__.py')),
+                     'not a pycds source tree (no Tools/pycds/fuzz/)')
 class FuzzTests(unittest.TestCase):
 
     def setUp(self):
