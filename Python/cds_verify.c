@@ -95,13 +95,15 @@ in_module(const checker *c, const void *p, uint64_t size)
 static int
 is_static(const void *p)
 {
-    if (p == Py_None || p == Py_True || p == Py_False || p == Py_Ellipsis
-        || p == Py_NotImplemented || p == &_Py_SINGLETON(bytes_empty)
-        || p == &_Py_SINGLETON(tuple_empty))
-    {
+    const char *a = p;
+    const char *all = (const char *)&_PyRuntime.static_objects;
+    if ((size_t)(a - all) >= sizeof(_PyRuntime.static_objects)) {
+        return p == Py_None || p == Py_True || p == Py_False
+               || p == Py_Ellipsis || p == Py_NotImplemented;
+    }
+    if (p == &_Py_SINGLETON(bytes_empty) || p == &_Py_SINGLETON(tuple_empty)) {
         return 1;
     }
-    const char *a = p;
     const char *ints = (const char *)_Py_SINGLETON(small_ints);
     if (a >= ints && a < ints + sizeof(_Py_SINGLETON(small_ints))) {
         return (size_t)(a - ints) % sizeof(PyLongObject) == 0;
@@ -224,12 +226,10 @@ const_ok(checker *c, PyObject *op, int nested)
     if (shared >= 0) {
         return shared;
     }
-    if (is_static(op)) {
-        return 1;
+    if (!in_module(c, op, sizeof(PyObject))) {
+        return is_static(op);
     }
-    if (!in_module(c, op, sizeof(PyObject)) || !immortal(op)
-        || --c->items < 0)
-    {
+    if (!immortal(op) || --c->items < 0) {
         return 0;
     }
     PyTypeObject *t = Py_TYPE(op);
@@ -258,6 +258,19 @@ const_ok(checker *c, PyObject *op, int nested)
         return in_module(c, op, sizeof(PyComplexObject));
     }
     return 0;
+}
+
+/* Every item of the tuple 'op' (checked by var_ok()) a string. */
+static int
+names_ok(const checker *c, PyObject *op)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(op); i++) {
+        PyObject *name = PyTuple_GET_ITEM(op, i);
+        if (shared_ok(c, name) != 1 && !str_ok(c, name)) {
+            return 0;
+        }
+    }
+    return 1;
 }
 
 /* Its local kinds give its counts of locals, cells and free variables, as
@@ -335,22 +348,14 @@ code_ok(checker *c, PyCodeObject *co)
     {
         return 0;
     }
+    /* most names and many constants are shared strings: those inline */
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
-        if (!const_ok(c, PyTuple_GET_ITEM(co->co_consts, i), 0)) {
+        PyObject *op = PyTuple_GET_ITEM(co->co_consts, i);
+        if (shared_ok(c, op) != 1 && !const_ok(c, op, 0)) {
             return 0;
         }
     }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_names); i++) {
-        if (!str_ok(c, PyTuple_GET_ITEM(co->co_names, i))) {
-            return 0;
-        }
-    }
-    for (Py_ssize_t i = 0; i < nlocalsplus; i++) {
-        if (!str_ok(c, PyTuple_GET_ITEM(co->co_localsplusnames, i))) {
-            return 0;
-        }
-    }
-    return 1;
+    return names_ok(c, co->co_names) && names_ok(c, co->co_localsplusnames);
 }
 
 /* The fixups' targets: FIXUP_CODE records code objects; FIXUP_FROZENSET
