@@ -119,9 +119,31 @@ class SharedStringFieldTests(AppTestCase):
         self.check_runs_as_without(self.damaged(change))
 
 
-# PyCodeObject field offsets (64-bit 3.13, Include/cpython/code.h)
+# Object layouts of 64-bit 3.13 (test_layout checks them on the running
+# interpreter and on an archive).  PyCodeObject (Include/cpython/code.h):
 CO_CONSTS, CO_NAMES, CO_FRAMESIZE, CO_FILENAME, CO_LINETABLE = (
     24, 32, 76, 112, 136)
+CO_EXCEPTIONTABLE, CO_STACKSIZE, CO_NLOCALSPLUS = 40, 64, 72
+CO_LOCALSPLUSNAMES, CO_LOCALSPLUSKINDS, CO_NAME, CO_QUALNAME = (
+    96, 104, 120, 128)
+CO_POINTERS = (CO_CONSTS, CO_NAMES, CO_EXCEPTIONTABLE, CO_LOCALSPLUSNAMES,
+               CO_LOCALSPLUSKINDS, CO_FILENAME, CO_NAME, CO_QUALNAME,
+               CO_LINETABLE)
+# the per-process state, zero in an archive (cds-format.rst); co_extra is
+# the last field before the bytecode
+CO_RUNTIME = {'co_weakreflist': 144, 'co_executors': 152, '_co_cached': 160,
+              '_co_monitoring': 176, 'co_extra': 192}
+# object headers, a tuple's items, a compact str (format.py: the
+# characters of an ASCII one follow its header, those of another its
+# UTF-8 cache, utf8_length and utf8)
+OB_REFCNT, OB_TYPE, OB_SIZE = 0, 8, 16
+TUPLE_ITEMS = 24
+STR_LENGTH, STR_STATE = 16, 32
+STR_UTF8_LENGTH, STR_UTF8 = 40, 48
+STATE_ASCII = 1 << 6
+IMMORTAL = 0xFFFFFFFF       # the ob_refcnt of every archived object
+# the small ints: an array of one-digit PyLongObject, 8-aligned
+SMALL_INT_SIZE = (int.__basicsize__ + int.__itemsize__ + 7) // 8 * 8
 
 
 class ForgedArchiveTests(AppTestCase):
@@ -156,15 +178,28 @@ class ForgedArchiveTests(AppTestCase):
         return path
 
     def check_refused(self, mutate, name='cdsapp.shapes', relocate=False,
-                      options=()):
+                      options=(), code=None):
+        """Run the application on the forged archive (and 'code', what it
+        does not do, after putting it on sys.path): each runs as without
+        the archive, the module NAME refused.  Return the application's
+        process."""
         path = self.forge(mutate, name)
         options = [*options, *(['-X', 'cds_relocate'] if relocate else [])]
-        r = self.share('-X', 'cds_verbose', *options, self.main,
-                       archive=path, check=False, timeout=120)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(r.stdout, self.expected)
-        self.assertRegex(r.stderr, f'cds: module {name}: .*(corrupt archive)')
-        return r
+        programs = [([self.main], self.expected)]
+        if code is not None:
+            code = self.app_code(code)
+            programs.append((['-c', code], self.python('-c', code).stdout))
+        runs = [(self.share('-X', 'cds_verbose', *options, *program,
+                            archive=path, check=False, timeout=120), expected)
+                for program, expected in programs]
+        # the exit statuses first: a crash is the failure to report
+        for r, expected in runs:
+            self.assertEqual(r.returncode, 0, r.stderr)
+        for r, expected in runs:
+            self.assertEqual(r.stdout, expected)
+            self.assertRegex(r.stderr,
+                             f'cds: module {name}: .*(corrupt archive)')
+        return runs[0][0]
 
     @staticmethod
     def u64(data, off):
@@ -281,6 +316,316 @@ class ForgedArchiveTests(AppTestCase):
             rs, recs = self.relocation_records(data, h, e)
             struct.pack_into('<QQ', data, rs, recs[1], recs[0])
         self.check_bad_relocations(mutate)
+
+    # -- what the structural checks refuse (cds_verify.c): what a fuzzer
+    # of forged archives crashed the interpreter with before they did
+
+    @staticmethod
+    def u32(data, off):
+        return struct.unpack_from('<I', data, off)[0]
+
+    @staticmethod
+    def i32(data, off):
+        return struct.unpack_from('<i', data, off)[0]
+
+    def ptr(self, data, h, off):
+        """The file offset that the pointer at 'off' refers to (outside
+        the file: one of the interpreter's static objects)."""
+        return self.u64(data, off) - h['preferred_base']
+
+    def items(self, data, h, t):
+        """The file offsets of the items of the tuple at 't'."""
+        return [self.ptr(data, h, t + TUPLE_ITEMS + 8 * k)
+                for k in range(self.u64(data, t + OB_SIZE))]
+
+    def code_objects(self, data, h, e):
+        """The file offsets of the module's code objects: its own and,
+        recursively, those among their constants."""
+        code_type = self.u64(data, e['code'] + OB_TYPE)
+        found, todo = [], [e['code']]
+        while todo:
+            c = todo.pop()
+            if c in found:
+                continue
+            found.append(c)
+            for item in self.items(data, h, self.ptr(data, h, c + CO_CONSTS)):
+                if (e['code_start'] <= item < e['code_end']
+                        and self.u64(data, item + OB_TYPE) == code_type):
+                    todo.append(item)
+        return found
+
+    def ascii_text(self, data, t):
+        """The text of the archived ASCII string at 't', else None."""
+        if not (0 <= t < len(data)
+                and self.u32(data, t + STR_STATE) & STATE_ASCII):
+            return None
+        start = t + cdsformat.ASCII_HEADER
+        return bytes(data[start:start + self.u64(data, t + STR_LENGTH)]
+                     ).decode('ascii')
+
+    def test_layout(self):
+        # the offsets above: on this interpreter...
+        import types
+        self.assertEqual(types.CodeType.__basicsize__,
+                         CO_RUNTIME['co_extra'] + 8)
+        self.assertEqual(tuple.__basicsize__, TUPLE_ITEMS)
+        self.assertEqual(sys.getsizeof('ab'), cdsformat.ASCII_HEADER + 3)
+        self.assertEqual((STR_UTF8_LENGTH, STR_UTF8 + 8),
+                         (cdsformat.ASCII_HEADER, cdsformat.COMPACT_HEADER))
+        # ... and in the archive, in every code object of the application:
+        # immortal, a relocation record for each pointer, none of the
+        # per-process state, as many local names and kinds as
+        # co_nlocalsplus (a tuple and a bytes object, as co_consts and
+        # co_linetable), a frame of the locals, the stack and specials of
+        # one size
+        data = self.good
+        h = cdsformat.read_header(data)
+        specials = set()
+        locals_seen = 0
+        for e in cdsformat.read_index(data):
+            if not e['name'].startswith('cdsapp'):
+                continue
+            slots = {r & ~1 for r in cdsformat.relocations(data, e)}
+            for c in self.code_objects(data, h, e):
+                self.assertEqual(self.u64(data, c + OB_REFCNT), IMMORTAL)
+                for off in CO_POINTERS:
+                    self.assertIn(c + off, slots)
+                for off in CO_RUNTIME.values():
+                    self.assertEqual(self.u64(data, c + off), 0)
+                    self.assertNotIn(c + off, slots)
+                n = self.i32(data, c + CO_NLOCALSPLUS)
+                for off, like in ((CO_LOCALSPLUSNAMES, CO_CONSTS),
+                                  (CO_LOCALSPLUSKINDS, CO_LINETABLE)):
+                    t = self.ptr(data, h, c + off)
+                    if cdsformat.in_module(e, t):
+                        locals_seen += 1
+                        self.assertEqual(self.u64(data, t + OB_SIZE), n)
+                        self.assertEqual(
+                            self.u64(data, t + OB_TYPE),
+                            self.u64(data, self.ptr(data, h, c + like)
+                                     + OB_TYPE))
+                specials.add(self.i32(data, c + CO_FRAMESIZE) - n
+                             - self.i32(data, c + CO_STACKSIZE))
+        self.assertGreater(locals_seen, 4)
+        self.assertEqual(len(specials), 1)
+
+    RUNTIME_STATE_CODE = '''
+        import sys, weakref
+        from cdsapp import shapes
+        co = shapes.fail.__code__
+        print(co.co_varnames, co.co_code == co.co_code,
+              weakref.ref(co)() is co)
+        mon = sys.monitoring
+        mon.use_tool_id(3, 'test')
+        lines = []
+        mon.register_callback(3, mon.events.LINE,
+                              lambda code, line: lines.append(line))
+        mon.set_local_events(3, co, mon.events.LINE)
+        try:
+            shapes.fail()
+        except ValueError:
+            pass
+        print(len(lines))
+    '''
+
+    def test_per_process_state(self):
+        # what a process sets in a code object as it uses it (weak
+        # references, the cached co_code and co_varnames, monitoring,
+        # executors, extra data): the pointers would be followed, and
+        # freed with the copies of the module's and class bodies' code
+        # objects that the reader serves
+        for field, off in CO_RUNTIME.items():
+            def mutate(data, h, e, off=off):
+                for c in self.code_objects(data, h, e):
+                    self.assertEqual(self.u64(data, c + off), 0)
+                    struct.pack_into('<Q', data, c + off, 8)
+            with self.subTest(field=field):
+                self.check_refused(mutate, code=self.RUNTIME_STATE_CODE)
+
+    def test_shared_string_not_ascii(self):
+        # a shared string whose ascii bit is cleared is a latin-1 string
+        # whose UTF-8 cache (utf8_length, utf8) is its characters and what
+        # follows them: here the class name 'Square' (type() takes its
+        # UTF-8), 0xffffffff (the next string's ob_refcnt) as utf8
+        def mutate(data, h, e):
+            targets = {self.ptr(data, h, off)
+                       for off, kind in cdsformat.fixups(data, e)
+                       if kind == 'intern'}
+            t, = [t for t in targets if self.ascii_text(data, t) == 'Square']
+            # not a start-up string (their checksum is the archive's)
+            self.assertGreaterEqual(t, h['str_offset'] + h['seed_size'])
+            self.assertNotEqual(self.u64(data, t + STR_UTF8), 0)
+            struct.pack_into('<I', data, t + STR_STATE,
+                             self.u32(data, t + STR_STATE) & ~STATE_ASCII)
+        r = self.check_refused(mutate)
+        self.assertIn('cds: module cdsapp.shapes: bad shared string', r.stderr)
+
+    def test_module_string_utf8_cache(self):
+        # the non-ASCII strings of a module with a UTF-8 cache: encoding
+        # one follows its utf8 pointer
+        def mutate(data, h, e):
+            strings = [t for c in self.code_objects(data, h, e)
+                       for t in self.items(data, h,
+                                           self.ptr(data, h, c + CO_CONSTS))
+                       # the warm region holds strings only
+                       if e['warm_start'] <= t < e['warm_end']]
+            wide = [t for t in strings
+                    if not self.u32(data, t + STR_STATE) & STATE_ASCII]
+            self.assertEqual(len(wide), 3)      # LATIN1, UCS2, UCS4
+            for t in wide:
+                self.assertEqual(self.u64(data, t + STR_UTF8_LENGTH), 0)
+                self.assertEqual(self.u64(data, t + STR_UTF8), 0)
+                struct.pack_into('<QQ', data, t + STR_UTF8_LENGTH, 8, 16)
+        self.check_refused(mutate, name='cdsapp.consts', code='''
+            from cdsapp import consts
+            print([s.encode() for s in (consts.LATIN1, consts.UCS2,
+                                        consts.UCS4)])
+        ''')
+
+    def test_slot_fixed_up_twice(self):
+        # an intern fixup copied over the next one of the same string
+        # (whose slot so stays the checked archived string): the first
+        # copy redirects its slot to the string main.py interned (it names
+        # these attributes before it imports the package), the second took
+        # that string for an archived one
+        with open(self.main) as f:
+            names = set(compile(f.read(), self.main, 'exec').co_names)
+
+        def mutate(data, h, e):
+            fs = h['fixup_offset'] + cdsformat.FIXUP.size * e['fixup_start']
+            fixups = cdsformat.fixups(data, e)
+            targets = [self.ptr(data, h, off) for off, kind in fixups]
+            doubled = 0
+            for k in range(1, len(fixups)):
+                if (fixups[k - 1][1] == fixups[k][1] == 'intern'
+                        and targets[k - 1] == targets[k]
+                        and (k < 2 or targets[k - 2] != targets[k])
+                        and self.ascii_text(data, targets[k]) in names):
+                    at = fs + cdsformat.FIXUP.size * k
+                    data[at:at + cdsformat.FIXUP.size] = \
+                        data[at - cdsformat.FIXUP.size:at]
+                    doubled += 1
+            self.assertGreater(doubled, 0)
+        for name in ('cdsapp', 'cdsapp.consts', 'cdsapp.shapes'):
+            with self.subTest(name=name):
+                r = self.check_refused(mutate, name=name)
+                self.assertIn(f'cds: module {name}: a slot fixed up twice',
+                              r.stderr)
+
+    def test_every_other_intern_fixup_doubled(self):
+        # as the fuzzer did it: the slots whose fixups were overwritten
+        # keep strings that nothing checked
+        def mutate(data, h, e):
+            fs = h['fixup_offset'] + cdsformat.FIXUP.size * e['fixup_start']
+            interns = [k for k, (off, kind)
+                       in enumerate(cdsformat.fixups(data, e))
+                       if kind == 'intern']
+            self.assertGreater(len(interns), 2)
+            for k in interns[:-1:2]:
+                at = fs + cdsformat.FIXUP.size * k
+                data[at + cdsformat.FIXUP.size:
+                     at + 2 * cdsformat.FIXUP.size] = \
+                    data[at:at + cdsformat.FIXUP.size]
+        self.check_refused(mutate, name='cdsapp')
+
+    def test_refcount_not_immortal(self):
+        # 0: the copy of the module's code object that the reader serves
+        # frees its constants when it goes; a count that Py_INCREF changes
+        # (not 0xffffffff, though the interpreter takes it for immortal):
+        # written, in the read-only part under -X cds_protect
+        def forged(value):
+            def mutate(data, h, e):
+                cold = 0
+                for c in self.code_objects(data, h, e):
+                    t = self.ptr(data, h, c + CO_CONSTS)
+                    if cdsformat.in_module(e, t):
+                        self.assertEqual(self.u64(data, t + OB_REFCNT),
+                                         IMMORTAL)
+                        struct.pack_into('<Q', data, t + OB_REFCNT, value)
+                        cold += e['cold_start'] <= t < e['cold_end']
+                self.assertGreater(cold, 0)
+            return mutate
+        for value, options in ((0, ()), (0x80000000, ('-X', 'cds_protect'))):
+            with self.subTest(value=hex(value)):
+                self.check_refused(forged(value), name='cdsapp.consts',
+                                   options=options)
+
+    def test_consts_longer_than_their_tuple(self):
+        # one item more, still inside the module's range: the next
+        # object's header taken for an item
+        def mutate(data, h, e):
+            for c in self.code_objects(data, h, e):
+                t = self.ptr(data, h, c + CO_CONSTS)
+                if cdsformat.in_module(e, t):
+                    struct.pack_into('<Q', data, t + OB_SIZE,
+                                     self.u64(data, t + OB_SIZE) + 1)
+        for relocate in (False, True):
+            with self.subTest(relocate=relocate):
+                self.check_refused(mutate, name='cdsapp.consts',
+                                   relocate=relocate)
+
+    def test_locals_grown_consistently(self):
+        # counts, frame size and the local names and kinds all 8 more:
+        # every size agrees, the names and kinds read are other objects
+        def mutate(data, h, e):
+            codes = []
+            for c in self.code_objects(data, h, e):
+                names = self.ptr(data, h, c + CO_LOCALSPLUSNAMES)
+                kinds = self.ptr(data, h, c + CO_LOCALSPLUSKINDS)
+                if (cdsformat.in_module(e, names)
+                        and cdsformat.in_module(e, kinds)):
+                    codes.append(c)
+            self.assertGreater(len(codes), 2)
+            for c in codes:
+                for off in (CO_NLOCALSPLUS, CO_FRAMESIZE):
+                    struct.pack_into('<i', data, c + off,
+                                     self.i32(data, c + off) + 8)
+            # each tuple and bytes once (code objects share them)
+            for t in {self.ptr(data, h, c + off) for c in codes
+                      for off in (CO_LOCALSPLUSNAMES, CO_LOCALSPLUSKINDS)}:
+                struct.pack_into('<Q', data, t + OB_SIZE,
+                                 self.u64(data, t + OB_SIZE) + 8)
+        self.check_refused(mutate)
+
+    def test_code_size_zero(self):
+        # no code units: the interpreter runs what follows the object
+        def mutate(data, h, e):
+            struct.pack_into('<Q', data, e['code'] + OB_SIZE, 0)
+        self.check_refused(mutate)
+
+    def test_static_pointer_inside_an_object(self):
+        # the small ints of shapes.fail() (depth == 2, depth + 1) 8 or 16
+        # bytes on: inside the runtime's static objects, not at one's start
+        with open(os.path.join(self.tmp, 'cdsapp', 'shapes.py')) as f:
+            module = compile(f.read(), 'shapes.py', 'exec')
+        fail, = [c for c in module.co_consts
+                 if getattr(c, 'co_name', None) == 'fail']
+        ints = {k: v for k, v in enumerate(fail.co_consts)
+                if type(v) is int}
+        self.assertEqual(sorted(ints.values()), [1, 2])
+
+        def forged(delta):
+            def mutate(data, h, e):
+                code, = [c for c in self.code_objects(data, h, e)
+                         if self.ascii_text(data, self.ptr(
+                             data, h, c + CO_QUALNAME)) == 'fail']
+                consts = self.ptr(data, h, code + CO_CONSTS)
+                self.assertEqual(self.u64(data, consts + OB_SIZE),
+                                 len(fail.co_consts))
+                slots = {v: consts + TUPLE_ITEMS + 8 * k
+                         for k, v in ints.items()}
+                # static objects (outside the archive), one small int apart
+                self.assertLess(self.ptr(data, h, slots[1]), 0)
+                self.assertEqual(self.u64(data, slots[2])
+                                 - self.u64(data, slots[1]), SMALL_INT_SIZE)
+                for slot in slots.values():
+                    struct.pack_into('<Q', data, slot,
+                                     self.u64(data, slot) + delta)
+            return mutate
+        for delta in (8, 16):
+            for options in ((), ('-X', 'cds_verify')):
+                with self.subTest(delta=delta, options=options):
+                    self.check_refused(forged(delta), options=options)
 
 
 class PlantedFileTests(AppTestCase):
