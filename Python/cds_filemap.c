@@ -134,14 +134,16 @@ check_header(const cds_header *h, uint64_t file_size)
     if (file_size != h->file_size) {
         return "file size does not match the header (truncated?)";
     }
-    /* every region within the file, in order, aligned */
+    /* every region within the file, in order, aligned (each bound checked
+       before it is added to: no sum may wrap) */
     uint64_t size = h->file_size;
     if (h->module_count > size / sizeof(cds_index_entry)
         || h->index_offset != CDS_PAGE
         || h->strtab_offset != h->index_offset
                                + h->module_count * sizeof(cds_index_entry)
-        || h->strtab_offset + h->strtab_size > size
+        || h->strtab_offset > size || h->strtab_size > size - h->strtab_offset
         || h->reloc_count > size / 8 || h->fixup_count > size / sizeof(cds_fixup)
+        || h->reloc_offset > size
         || h->reloc_offset < h->strtab_offset + h->strtab_size
         || h->reloc_offset % 8 != 0
         || h->fixup_offset != h->reloc_offset + 8 * h->reloc_count

@@ -167,6 +167,8 @@ extern void _PyCDS_InstallFaultHandler(void);
    fixups), else why not.  'str_valid': a bit per 16 bytes of R_STR, set
    where a shared string was checked well-formed (the module's own are,
    by its checksum); 'deep': check every name and constant too */
+/* Whether a well-formed compact string is in canonical form (-X cds_verify) */
+extern int _PyCDS_CanonicalString(const PyASCIIObject *s);
 extern const char *_PyCDS_VerifyModule(const _PyCDS_Map *map,
                                        const cds_index_entry *e,
                                        const cds_fixup *fixups,
@@ -198,6 +200,7 @@ typedef struct {
                                     shared string there is set up */
     uint8_t *str_valid;          /* and: checked well-formed */
     int protect;                 /* -X cds_protect: cold region read-only */
+    int verify;                  /* -X cds_verify */
     Py_ssize_t prepared, relocated;
 } _PyCDS_Archive;
 

@@ -79,8 +79,14 @@ _PyCDS_SharedString(_PyCDS_Archive *a, uint64_t off)
     {
         return NULL;
     }
-    /* checked: the structural checks rely on it (cds_verify.c) */
+    if (a->verify && !_PyCDS_CanonicalString(s)) {
+        return NULL;
+    }
+    /* checked: the structural checks rely on it (cds_verify.c); and set
+       up at once, so that every string they accept is usable even where
+       a (forged) archive has no intern fixup for it */
     a->str_valid[i / 8] |= (uint8_t)(1 << (i & 7));
+    _PyCDS_SetupSharedString(a, (PyObject *)s);
     return s;
 }
 
@@ -404,7 +410,7 @@ _PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *na
     /* what a forged archive could point anywhere (cds_verify.c) */
     const char *bad = _PyCDS_VerifyModule(&a->map, e, fixups,
                                           a->str_valid,
-                                          _PyCDS_GetSettings()->verify);
+                                          a->verify);
     if (bad != NULL) {
         return bad;
     }

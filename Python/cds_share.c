@@ -99,6 +99,7 @@ _PyCDS_ShareOpen(void)
     cds.state = 1;
     _PyCDS_ReadOnlyStart = (uintptr_t)cds.ar.map.base + h->region_offset[R_COLD];
     _PyCDS_ReadOnlyEnd = _PyCDS_ReadOnlyStart + h->region_size[R_COLD];
+    cds.ar.verify = settings->verify;
     if (settings->protect) {
         cds.ar.protect = 1;
         _PyCDS_ProtectArchive(&cds.ar.map);

@@ -11,16 +11,18 @@
  * immortal objects of the right type and size inside the module, the
  * shared strings or the interpreter's static objects (at an object's
  * start, not anywhere in the runtime); every name is a string and every
- * constant an immortal object of a type an archive holds, in its place;
+ * constant (at any depth) an immortal object of a type an archive holds,
+ * in its place;
  * every FIXUP_FROZENSET targets a tuple of the module and every FIXUP_CODE
  * a code object.  They run after
  * relocation, whose records are checked strictly ascending and inside the
  * module as they are applied (cds_share.c).
  *
- * -X cds_verify also walks the constants nested in constant tuples and
- * the items of the tuples frozensets are built from (they cost a little
- * more).  Never checked (trusted as a .pyc file is): the bytecode itself,
- * the line and exception tables, and the values of the constants.
+ * -X cds_verify also checks that values are in CPython's canonical form
+ * (strings of the narrowest kind, ints normalized), which equality and
+ * hashing assume; a forged value in another form gives wrong answers, not
+ * crashes.  Never checked (trusted as a .pyc file is): the bytecode, the
+ * line and exception tables, and which values the constants have.
  *
  * Errors: each check returns the reason the module cannot be used, or
  * NULL; nothing raises.
@@ -45,7 +47,7 @@ typedef struct {
     uint64_t str_size;
     const uint8_t *str_valid;    /* a bit per 16 bytes: a string there was
                                     checked well-formed (cds_share.c) */
-    int deep;                    /* -X cds_verify: nested constants too */
+    int deep;                    /* -X cds_verify: canonical values too */
 } checker;
 
 /* As the dump wrote it: Py_INCREF() writes any other count, even one
@@ -131,6 +133,29 @@ is_static(const void *p)
     return header + (size_t)s->length + 1 <= (size_t)(end - a);
 }
 
+/* Whether the well-formed compact string 's' is in CPython's canonical
+   form: the narrowest kind for its characters, ascii set exactly when
+   they all are (str equality and hashing assume it). */
+int
+_PyCDS_CanonicalString(const PyASCIIObject *s)
+{
+    Py_UCS4 max = 0;
+    const void *data = s->state.ascii ? (const void *)(s + 1)
+                       : (const void *)((const PyCompactUnicodeObject *)s + 1);
+    for (Py_ssize_t i = 0; i < s->length; i++) {
+        Py_UCS4 ch = PyUnicode_READ(s->state.kind, data, i);
+        max = ch > max ? ch : max;
+    }
+    switch (s->state.kind) {
+        case 1:
+            return s->state.ascii ? max < 0x80 : max >= 0x80;
+        case 2:
+            return max > 0xFF;
+        default:
+            return max > 0xFFFF && max <= 0x10FFFF;
+    }
+}
+
 /* A str: a shared string, one of the module (R_WARM), or a static one. */
 static int
 str_ok(const checker *c, PyObject *op)
@@ -168,7 +193,8 @@ str_ok(const checker *c, PyObject *op)
         size = sizeof(PyCompactUnicodeObject);
     }
     size += ((uint64_t)s->length + 1) * kind;
-    return in_range(c, op, size, R_WARM);
+    return in_range(c, op, size, R_WARM)
+           && (!c->deep || _PyCDS_CanonicalString(s));
 }
 
 /* A tuple or bytes object of the module (bytes are cold, tuples cold or
@@ -203,24 +229,24 @@ var_ok(const checker *c, PyObject *op, PyTypeObject *type)
 }
 
 static int code_ok(checker *c, PyCodeObject *co);
-static int const_ok(checker *c, PyObject *op, int nested);
+static int const_ok(checker *c, PyObject *op);
 
 /* Every item of the tuple 'op' (checked by var_ok()) a constant. */
 static int
 items_ok(checker *c, PyObject *op)
 {
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(op); i++) {
-        if (!const_ok(c, PyTuple_GET_ITEM(op, i), 1)) {
+        if (!const_ok(c, PyTuple_GET_ITEM(op, i))) {
             return 0;
         }
     }
     return 1;
 }
 
-/* An immortal object of a type an archive holds, wholly in its place;
-   the items of a tuple too if 'nested' and -X cds_verify. */
+/* An immortal object of a type an archive holds, wholly in its place,
+   and the items of a tuple, at any depth. */
 static int
-const_ok(checker *c, PyObject *op, int nested)
+const_ok(checker *c, PyObject *op)
 {
     int shared = shared_ok(c, op);
     if (shared >= 0) {
@@ -237,7 +263,7 @@ const_ok(checker *c, PyObject *op, int nested)
         return str_ok(c, op);
     }
     if (t == &PyTuple_Type) {
-        return var_ok(c, op, t) && (!(nested && c->deep) || items_ok(c, op));
+        return var_ok(c, op, t) && items_ok(c, op);
     }
     if (t == &PyBytes_Type) {
         return var_ok(c, op, t);
@@ -247,9 +273,23 @@ const_ok(checker *c, PyObject *op, int nested)
     }
     if (t == &PyLong_Type) {
         uint64_t head = offsetof(PyLongObject, long_value.ob_digit);
-        return in_module(c, op, head + sizeof(digit))
-               && in_module(c, op, head + sizeof(digit)
-                            * (uint64_t)_PyLong_DigitCount((PyLongObject *)op));
+        Py_ssize_t n = _PyLong_DigitCount((PyLongObject *)op);
+        if (!in_module(c, op, head + sizeof(digit))
+            || !in_module(c, op, head + sizeof(digit) * (uint64_t)n))
+        {
+            return 0;
+        }
+        /* -X cds_verify: normalized, as equality and hashing assume */
+        const digit *d = ((PyLongObject *)op)->long_value.ob_digit;
+        if (c->deep && n > 0 && d[n - 1] == 0) {
+            return 0;
+        }
+        for (Py_ssize_t i = 0; c->deep && i < n; i++) {
+            if (d[i] >= PyLong_BASE) {
+                return 0;
+            }
+        }
+        return 1;
     }
     if (t == &PyFloat_Type) {
         return in_module(c, op, sizeof(PyFloatObject));
@@ -351,7 +391,7 @@ code_ok(checker *c, PyCodeObject *co)
     /* most names and many constants are shared strings: those inline */
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
         PyObject *op = PyTuple_GET_ITEM(co->co_consts, i);
-        if (shared_ok(c, op) != 1 && !const_ok(c, op, 0)) {
+        if (shared_ok(c, op) != 1 && !const_ok(c, op)) {
             return 0;
         }
     }

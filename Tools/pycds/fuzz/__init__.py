@@ -56,10 +56,11 @@ checksums should have caught, or fields documented as reset), *crash*
 (killed by a signal, a timeout, a sanitizer report, a Python traceback that
 mentions cds internals, or "Fatal Python error" but as the start-up failure
 forged content may cause), and *unchecked*: a crash whose mutations lie
-where the documented checks do not look with the run's options (the names
-and direct constants of a code object without -X cds_verify, constants
-nested in constant tuples at all): reported, saved, not counted as a crash
-but with --strict.  Crashes are saved with their input, output and a cmd.sh
+where the documented checks do not look with the run's options or on
+trusted content
+(which whole object of the module a constant is, a shorter bytecode: what a
+forged .pyc can do to stock CPython too): reported, saved, not counted as a
+crash but with --strict.  Crashes are saved with their input, output and a cmd.sh
 that reruns them under --out (default: fuzz-crashes in the work directory,
 which is then kept), the others under OUT/unchecked and OUT/undetected.
 Case N of a seed is always the same mutation of the same baseline

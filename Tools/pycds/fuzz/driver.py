@@ -517,9 +517,8 @@ class Fuzzer:
         titles = {
             'crash': 'crashes',
             'unchecked': 'crashes in what the checks do not cover with '
-                         'the options used (documented: -X cds_verify '
-                         'checks names and direct constants, nothing '
-                         'checks nested constants)',
+                         'the options used or in trusted content (which '
+                         'object a constant is, the bytecode)',
             'undetected': 'undetected: not the baseline output where it '
                           'had to be (damage, or fields the reader resets)'}
         for outcome, title in titles.items():

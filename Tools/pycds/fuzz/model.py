@@ -55,10 +55,11 @@ CODE_FIELDS = {
 
 # How strongly the documented checks of share mode cover an object or a
 # slot (Doc/library/cds-format.rst, validation rules): 'default', checked
-# in every run (code objects, their direct fields, shared strings,
-# frozenset tuples); 'verify', only under -X cds_verify (each name and
-# direct constant); 'trusted', never (constants nested in constant tuples,
-# frozenset items: trusted as a .pyc's content is).  A crash whose
+# in every run (code objects, their direct fields, each name and constant
+# at any depth, shared strings, frozenset tuples and their items);
+# 'verify', only under -X cds_verify (canonical forms of values: nothing
+# the fuzzer mutates); 'trusted', never (content: which object a constant
+# is, the bytecode's length).  A crash whose
 # mutations the checks do not cover with the run's options is reported as
 # 'unchecked', not as a crash.
 LEVELS = ('default', 'verify', 'trusted')
@@ -324,6 +325,7 @@ class Model:
         the strongest check of any path from a module's code object."""
         self.obj_level = {}
         self.item_level = {}
+        self.const_tuples = set()   # tuples whose items are constants
         if not self.code_layout:
             return          # unknown layout: everything counts as checked
         tuple_type = self.types.get('tuple')
@@ -333,7 +335,7 @@ class Model:
         heap += [(0, t, 'leaf') for t in self.interners]
         frozenset_kind = self.fixup_kind('frozenset')
         for fx in self.fixup_lists:
-            heap += [(0, get(self.data, off) - self.base, 'items')
+            heap += [(0, get(self.data, off) - self.base, 'fsitems')
                      for off, kind in fx if kind == frozenset_kind]
         heapq.heapify(heap)
         while heap:
@@ -354,10 +356,11 @@ class Model:
                 continue
             if role == 'leaf' or self.type_of[t] != tuple_type:
                 continue
-            # a tuple: 'consts' and 'names' items are checked under
-            # -X cds_verify, 'items' (nested, frozenset) never
-            inner = 2 if role == 'items' else max(level, 1)
+            # a tuple: its items are checked as it is
+            inner = level
             self.item_level[t] = min(self.item_level.get(t, 2), inner)
+            if role != 'names':
+                self.const_tuples.add(t)
             n = get(self.data, t + OB_SIZE)
             for k in range(min(n, 1 << 16)):
                 item = get(self.data, t + TUPLE_ITEMS + 8 * k) - self.base
@@ -380,6 +383,15 @@ class Model:
                 and off < t + TUPLE_ITEMS + 8 * get(self.data, t + OB_SIZE)):
             return self.item_level[t]
         return self.obj_level.get(t, 0)
+
+    def is_constant_item(self, off):
+        """Whether file offset 'off' is an item slot of a constants tuple."""
+        k = bisect.bisect_right(self.objects, off) - 1
+        if k < 0:
+            return False
+        t = self.objects[k]
+        return (t in self.const_tuples and off >= t + TUPLE_ITEMS
+                and off < t + TUPLE_ITEMS + 8 * get(self.data, t + OB_SIZE))
 
     def describe(self, off):
         """A short description of file offset 'off', for the reports."""

@@ -20,6 +20,13 @@ def mutate_slot(rng, mu, i):
     put(mu.data, s, new)
     mu.touch(s)
     mu.cover(model.level_at(s))
+    if (model.is_constant_item(s) and new - model.base in model.type_of
+            and model.owner(new - model.base) in (i, None)):
+        # another whole object of the module (or a shared string) as a
+        # constant: which object a constant is, is content, trusted as a
+        # .pyc's constants are (a str where code expects a tuple of
+        # defaults crashes stock CPython too)
+        mu.cover(2)
     mu.note(f'slot {model.describe(s)} ({"image" if bit else "archive"}) '
             f'{old:#x} -> {how}')
     return True
@@ -53,6 +60,11 @@ def mutate_object_header(rng, mu, i):
     elif field == 'size':
         old = get(mu.data, t + OB_SIZE)
         new = interesting(rng, old, 8)
+        if tname == 'code' and 0 < new <= old:
+            # a shorter bytecode, as a .pyc with a cut co_code has: the
+            # bytecode is trusted content (only a size that leaves the
+            # object, or 0, is checked)
+            mu.cover(2)
         put(mu.data, t + OB_SIZE, new)
         mu.note(f'{what}: word at +16 (ob_size) {old:#x} -> {new:#x}')
     else:
