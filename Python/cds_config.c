@@ -314,7 +314,7 @@ _PyCDS_ReadConfig(const PyConfig *config)
         {L"cds_protect", "PYTHONCDSPROTECT",
          offsetof(_PyCDS_Settings, protect),
          "bad value for option -X cds_protect" EXPECTED},
-        /* check every name and constant of a module before use */
+        /* also check that archived values are in canonical form */
         {L"cds_verify", "PYTHONCDSVERIFY", offsetof(_PyCDS_Settings, verify),
          "bad value for option -X cds_verify" EXPECTED},
         /* check the source hash of every entry (normalized mtimes) */

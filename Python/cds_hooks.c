@@ -77,7 +77,8 @@ write_stats(const char *path)
                      (long)getpid(), st.active, st.served, st.stale,
                      st.hashed, st.missed, st.rejected, st.protected,
                      _PyCDS_SpecsFound);
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW
+                        | O_NONBLOCK, 0644);
     if (fd >= 0) {
         /* one write() of less than PIPE_BUF bytes: lines never interleave */
         (void)!write(fd, line, (size_t)n);

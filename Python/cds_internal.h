@@ -166,7 +166,7 @@ extern void _PyCDS_InstallFaultHandler(void);
 /* NULL if the module's objects may be used (after relocation, before its
    fixups), else why not.  'str_valid': a bit per 16 bytes of R_STR, set
    where a shared string was checked well-formed (the module's own are,
-   by its checksum); 'deep': check every name and constant too */
+   by its checksum); 'deep': values in canonical form too (-X cds_verify) */
 /* Whether a well-formed compact string is in canonical form (-X cds_verify) */
 extern int _PyCDS_CanonicalString(const PyASCIIObject *s);
 extern const char *_PyCDS_VerifyModule(const _PyCDS_Map *map,

@@ -36,8 +36,8 @@ typedef struct {
     /* -X cds_protect: map the never-written parts of the archive read-only,
        so that a write to them faults at once with a diagnostic */
     int protect;
-    /* -X cds_verify: check every name and constant of an archived module
-       before use, not only its code objects (cds_verify.c) */
+    /* -X cds_verify: also check that an archived module's strings and ints
+       are in canonical form before use (cds_verify.c) */
     int verify;
     /* -X cds_check_source: check every source entry's source hash, not
        only where stock CPython would read the source (cds_stale.c) */

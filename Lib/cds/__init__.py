@@ -29,9 +29,9 @@ def check(archive, *, deep=False, check_source=False, python=None):
 
     Return a dict: 'usable' (whether the archive can be mapped by this
     interpreter), 'reason' (why not), 'modules' (kind, name, path, problem:
-    None when the entry can be served now).  With *deep*, the child runs
-    the full verifier (-X cds_verify) on every module and relocates the
-    archive (-X cds_relocate), so that every relocation record is checked.
+    None when the entry can be served now).  With *deep*, the child also
+    checks canonical forms (-X cds_verify) and relocates the archive
+    (-X cds_relocate), so that every relocation record is checked.
     """
     args = [python or sys.executable, '-I', '-X', 'cds=share',
             '-X', 'cds_archive=' + os.fspath(archive)]
@@ -89,8 +89,9 @@ def main(argv=None):
                     'file now.  Exit status 1 if any entry cannot be used.')
     verify.add_argument('archive', metavar='ARCHIVE')
     verify.add_argument('--deep', action='store_true',
-                        help='also check every name and constant and every '
-                             'relocation record (-X cds_verify, relocated)')
+                        help='also check that values are in canonical form '
+                             '(-X cds_verify) and every relocation record '
+                             '(relocated)')
     verify.add_argument('--check-source', action='store_true',
                         help='compare the source hash of every entry, not '
                              'only where CPython would read the source')
