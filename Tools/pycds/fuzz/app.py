@@ -1,5 +1,7 @@
 """The application the fuzzer traces, dumps and runs on each mutation."""
 
+from test.test_cds.util import APP_FILES
+
 # The application.  Its output is deterministic (no hash order, paths
 # replaced); at exit it writes _cds.info() to stderr, which tells served
 # from refused.  No name or path here contains "cds": a traceback that
@@ -10,27 +12,12 @@ APP = {
         from fzapp import consts, shapes, flow
         VERSION = (0, 3)
     ''',
-    'fzapp/consts.py': '''
-        BIG = 2 ** 200 - 12345
-        NEG = -(2 ** 70)
-        SMALL = (-5, 0, 256, 257)
-        FLOATS = (1.5, -0.0, float("inf"), 1e300)
-        COMPLEX = 3 + 4j
-        DATA = b"\\x00\\xffbytes"
-        LATIN1 = "caf\\xe9 na\\xefve"
-        UCS2 = "\\u03b1\\u03b2\\u03b3 \\u4e2d\\u6587"
-        UCS4 = "emoji \\U0001F600 \\U0001F680"
-        ÄNDERUNG = "identifier with umlaut"
-        EMPTY = ("", b"", ())
-        NESTED = (1, (2, (3, ("deep", None, True, False, ...))))
-        TABLE = {"alpha": 1, "beta": 2, "gamma": 3, "\\xe9t\\xe9": 4}
-
-        def member(x):
-            return x in {"alpha", "beta", "gamma", 42, (1, 2), 2.5}
-
-        def keyword(word):
-            return word in frozenset({"if", "else", "while"})
-
+    # the test application's constants (every type an archive holds),
+    # with a dict, one more frozenset item and a function that reads it
+    'fzapp/consts.py': APP_FILES['cdsapp/consts.py'].replace(
+        '...))))\n', '...))))\n'
+        '        TABLE = {"alpha": 1, "beta": 2, "gamma": 3, "\\xe9t\\xe9": 4}\n'
+    ).replace('42, (1, 2)}', '42, (1, 2), 2.5}') + '''
         def lookup(key):
             return TABLE.get(key, -1)
     ''',
