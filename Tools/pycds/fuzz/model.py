@@ -326,6 +326,7 @@ class Model:
         self.obj_level = {}
         self.item_level = {}
         self.const_tuples = set()   # tuples whose items are constants
+        self.operand_tables = set()  # co_consts and the names tuples
         if not self.code_layout:
             return          # unknown layout: everything counts as checked
         tuple_type = self.types.get('tuple')
@@ -361,6 +362,8 @@ class Model:
             self.item_level[t] = min(self.item_level.get(t, 2), inner)
             if role != 'names':
                 self.const_tuples.add(t)
+            if role in ('consts', 'names'):
+                self.operand_tables.add(t)
             n = get(self.data, t + OB_SIZE)
             for k in range(min(n, 1 << 16)):
                 item = get(self.data, t + TUPLE_ITEMS + 8 * k) - self.base

@@ -60,10 +60,13 @@ def mutate_object_header(rng, mu, i):
     elif field == 'size':
         old = get(mu.data, t + OB_SIZE)
         new = interesting(rng, old, 8)
-        if tname == 'code' and 0 < new <= old:
-            # a shorter bytecode, as a .pyc with a cut co_code has: the
-            # bytecode is trusted content (only a size that leaves the
-            # object, or 0, is checked)
+        if ((tname == 'code' and 0 < new <= old)
+                or (t in model.operand_tables and 0 <= new < old)):
+            # a shorter bytecode, or fewer constants or names than the
+            # bytecode's operands index, as in a .pyc cut that way: the
+            # bytecode is trusted content, its operands are not checked
+            # against the tables (only a size that leaves the object, or
+            # a code size of 0, is)
             mu.cover(2)
         put(mu.data, t + OB_SIZE, new)
         mu.note(f'{what}: word at +16 (ob_size) {old:#x} -> {new:#x}')
