@@ -20,7 +20,9 @@
 #include <strings.h>              // strcasecmp()
 #include <unistd.h>               // getcwd()
 
-#define DEFAULT_SETTINGS {.mode = _PyCDS_OFF, .mode_source = "default"}
+/* Without an option or variable, share mode with the installation's
+   default archive (cds_share.c finds it; none there: normal imports). */
+#define DEFAULT_SETTINGS {.mode = _PyCDS_SHARE, .mode_source = "default"}
 
 static _PyCDS_Settings cds_settings = DEFAULT_SETTINGS;
 
@@ -84,7 +86,7 @@ get_xoption(const PyConfig *config, const wchar_t *name, int *present)
 static const char *
 get_env(const PyConfig *config, const char *name)
 {
-    if (!config->use_environment) {
+    if (name == NULL || !config->use_environment) {
         return NULL;
     }
     const char *value = getenv(name);
@@ -155,11 +157,11 @@ read_path(const PyConfig *config, const wchar_t *xname, const char *env1,
     char *raw = NULL;
     if (present) {
         if (xvalue[0] == L'\0') {
-            return wcscmp(xname, L"cds_list") == 0
-                ? PyStatus_Error("option -X cds_list requires a path "
-                                 "(-X cds_list=PATH)")
-                : PyStatus_Error("option -X cds_archive requires a path "
-                                 "(-X cds_archive=PATH)");
+            /* a PyStatus message must outlive the call */
+            static char msg[96];
+            snprintf(msg, sizeof(msg), "option -X %ls requires a path "
+                     "(-X %ls=PATH)", xname, xname);
+            return _PyStatus_ERR(msg);
         }
         raw = _Py_EncodeLocaleRaw(xvalue, NULL);
         if (raw == NULL) {
@@ -293,6 +295,37 @@ read_verbose(const PyConfig *config, _PyCDS_Settings *s)
     return _PyStatus_OK();
 }
 
+/* The base archive: -X cds_base=PATH|none, PYTHONCDSBASE.  Not set: the
+   installation's default archive, unaffected by -E and -I (it belongs to
+   the installation, like the .pyc files of the standard library). */
+static PyStatus
+read_base(const PyConfig *config, _PyCDS_Settings *s)
+{
+    int present;
+    const wchar_t *x = get_xoption(config, L"cds_base", &present);
+    const char *env = get_env(config, "PYTHONCDSBASE");
+    if ((present && wcscmp(x, L"none") == 0)
+        || (!present && env != NULL && strcmp(env, "none") == 0))
+    {
+        s->base_none = 1;
+        return _PyStatus_OK();
+    }
+    return read_path(config, L"cds_base", "PYTHONCDSBASE", NULL,
+                     &s->base_path);
+}
+
+static void
+free_paths(_PyCDS_Settings *s)
+{
+    PyMem_RawFree(s->list_path);
+    PyMem_RawFree(s->archive_path);
+    PyMem_RawFree(s->base_path);
+    PyMem_RawFree(s->dump_strip);
+    PyMem_RawFree(s->stats_path);
+    s->list_path = s->archive_path = s->base_path = NULL;
+    s->dump_strip = s->stats_path = NULL;
+}
+
 PyStatus
 _PyCDS_ReadConfig(const PyConfig *config)
 {
@@ -321,6 +354,12 @@ _PyCDS_ReadConfig(const PyConfig *config)
         {L"cds_check_source", "PYTHONCDSCHECKSOURCE",
          offsetof(_PyCDS_Settings, check_source),
          "bad value for option -X cds_check_source" EXPECTED},
+        /* an archive that cannot be used stops start-up */
+        {L"cds_strict", "PYTHONCDSSTRICT", offsetof(_PyCDS_Settings, strict),
+         "bad value for option -X cds_strict" EXPECTED},
+        /* testing aid: relocate in place where SHARE would copy */
+        {L"cds_in_place", NULL, offsetof(_PyCDS_Settings, in_place),
+         "bad value for option -X cds_in_place" EXPECTED},
     };
 #undef EXPECTED
     PyStatus status;
@@ -348,8 +387,16 @@ _PyCDS_ReadConfig(const PyConfig *config)
     status = read_path(config, L"cds_archive", "PYTHONCDSARCHIVE",
                        "PYCDSARCHIVE", &s.archive_path);
     if (_PyStatus_EXCEPTION(status)) {
-        PyMem_RawFree(s.list_path);
-        return status;
+        goto error;
+    }
+    status = read_base(config, &s);
+    if (_PyStatus_EXCEPTION(status)) {
+        goto error;
+    }
+    status = read_path(config, L"cds_dump_strip", NULL, NULL,
+                       &s.dump_strip);
+    if (_PyStatus_EXCEPTION(status)) {
+        goto error;
     }
 
     /* No defaults: a list or an archive in the working directory may be
@@ -366,11 +413,10 @@ _PyCDS_ReadConfig(const PyConfig *config)
                   "PYTHONCDSARCHIVE)";
     }
     if (missing != NULL) {
-        PyMem_RawFree(s.list_path);
-        PyMem_RawFree(s.archive_path);
         snprintf(missing_msg, sizeof(missing_msg), "-X cds=%s needs %s",
                  mode, missing);
-        return _PyStatus_ERR(missing_msg);
+        status = _PyStatus_ERR(missing_msg);
+        goto error;
     }
 
     /* testing aid: SHARE appends its counters to this file at exit */
@@ -378,16 +424,17 @@ _PyCDS_ReadConfig(const PyConfig *config)
     if (stats != NULL) {
         s.stats_path = absolute_path(stats);
         if (s.stats_path == NULL) {
-            PyMem_RawFree(s.list_path);
-            PyMem_RawFree(s.archive_path);
-            return _PyStatus_NO_MEMORY();
+            status = _PyStatus_NO_MEMORY();
+            goto error;
         }
     }
 
     /* The configuration may be read more than once: keep the latest. */
-    PyMem_RawFree(cds_settings.list_path);
-    PyMem_RawFree(cds_settings.archive_path);
-    PyMem_RawFree(cds_settings.stats_path);
+    free_paths(&cds_settings);
     cds_settings = s;
     return _PyStatus_OK();
+
+error:
+    free_paths(&s);
+    return status;
 }

@@ -33,6 +33,7 @@
 #include <unistd.h>               // access()
 
 static PyObject *startup_strings;    /* DUMP: sorted list of str */
+static int dump_in_base;             /* entries left to the base archive */
 
 void
 _PyCDS_NoteStartupStrings(PyInterpreterState *interp)
@@ -149,22 +150,52 @@ log_skip_exc(PyObject *name)
     Py_XDECREF(exc);
 }
 
+/* The path an entry records for the source file 'bpath' (bytes): without
+   the -X cds_dump_strip prefix (a staging directory), as the installed
+   interpreter will find the file.  New reference. */
+static PyObject *
+recorded_path(PyObject *bpath)
+{
+    const char *strip = _PyCDS_GetSettings()->dump_strip;
+    const char *p = PyBytes_AS_STRING(bpath);
+    size_t n = strip ? strlen(strip) : 0;
+    while (n > 1 && strip[n - 1] == '/') {
+        n--;
+    }
+    if (n > 1 && strncmp(p, strip, n) == 0 && p[n] == '/') {
+        return PyBytes_FromString(p + n);
+    }
+    return Py_NewRef(bpath);
+}
+
 static int
 dump_source(_PyCDS_Builder *w, PyObject *machinery, PyObject *name, PyObject *path,
             int *archived, int *skipped)
 {
-    PyObject *bpath = PyUnicode_EncodeFSDefault(path);
+    PyObject *file = PyUnicode_EncodeFSDefault(path);
+    PyObject *bpath = file ? recorded_path(file) : NULL;
     if (bpath == NULL) {
+        Py_XDECREF(file);
         return -1;
     }
+    int err = 0;
+    PyObject *code = NULL;
+    const char *problem = NULL;
+    struct stat st;
     /* already archived (found by the search and also listed)? */
     if (_PyCDS_BuilderHasSource(w, name, bpath)) {
-        Py_DECREF(bpath);
-        return 0;
+        goto done;
     }
-    struct stat st;
-    const char *problem = NULL;
-    if (stat(PyBytes_AS_STRING(bpath), &st) != 0) {
+    /* an application archive leaves out what the base archive serves */
+    if (_PyCDS_BaseHolds(KIND_SOURCE, PyUnicode_AsUTF8(name),
+                         PyBytes_AS_STRING(bpath)))
+    {
+        _PyCDS_Log(2, "dump: %s: served by the base archive",
+                   PyUnicode_AsUTF8(name));
+        dump_in_base++;
+        goto done;
+    }
+    if (stat(PyBytes_AS_STRING(file), &st) != 0) {
         problem = "source file not found";
     }
     else if (!S_ISREG(st.st_mode)) {
@@ -173,18 +204,16 @@ dump_source(_PyCDS_Builder *w, PyObject *machinery, PyObject *name, PyObject *pa
     if (problem != NULL) {
         log_skip(name, problem);
         (*skipped)++;
-        Py_DECREF(bpath);
-        return 0;
+        goto done;
     }
     PyObject *loader = PyObject_CallMethod(machinery, "SourceFileLoader",
                                            "OO", name, path);
-    PyObject *code = loader ? PyObject_CallMethod(loader, "get_code", "O", name)
-                            : NULL;
+    code = loader ? PyObject_CallMethod(loader, "get_code", "O", name) : NULL;
     Py_XDECREF(loader);
     /* after get_code(), which may have written the .pyc */
     _PyCDS_SourceStamp stamp;
     if (code != NULL
-        && _PyCDS_SourceStampOf(PyBytes_AS_STRING(bpath), &st, &stamp) < 0)
+        && _PyCDS_SourceStampOf(PyBytes_AS_STRING(file), &st, &stamp) < 0)
     {
         Py_SETREF(code, Py_NewRef(Py_None));
         problem = "cannot read the source, or it changed during the dump";
@@ -196,16 +225,30 @@ dump_source(_PyCDS_Builder *w, PyObject *machinery, PyObject *name, PyObject *pa
         else {
             log_skip(name, problem ? problem : "no code object");
         }
-        Py_XDECREF(code);
         (*skipped)++;
-        Py_DECREF(bpath);
-        return 0;
+        goto done;
+    }
+    if (bpath != file) {
+        /* the file names of the code, as an import at the recorded path
+           gives them (importlib's _fix_co_filename()) */
+        PyObject *imp = PyImport_ImportModule("_imp");
+        PyObject *rec = PyUnicode_DecodeFSDefaultAndSize(
+            PyBytes_AS_STRING(bpath), PyBytes_GET_SIZE(bpath));
+        PyObject *res = (imp && rec)
+            ? PyObject_CallMethod(imp, "_fix_co_filename", "OO", code, rec)
+            : NULL;
+        Py_XDECREF(imp);
+        Py_XDECREF(rec);
+        if (res == NULL) {
+            err = -1;
+            goto done;
+        }
+        Py_DECREF(res);
     }
     if (_PyCDS_BuilderAddModule(w, KIND_SOURCE, name, bpath, &stamp, code) < 0) {
         if (PyErr_ExceptionMatches(PyExc_MemoryError)) {
-            Py_DECREF(code);
-            Py_DECREF(bpath);
-            return -1;
+            err = -1;
+            goto done;
         }
         log_skip_exc(name);
         (*skipped)++;
@@ -215,9 +258,11 @@ dump_source(_PyCDS_Builder *w, PyObject *machinery, PyObject *name, PyObject *pa
         _PyCDS_Log(2, "dump: archived %s from %s", PyUnicode_AsUTF8(name),
                    PyBytes_AS_STRING(bpath));
     }
-    Py_DECREF(code);
+done:
+    Py_XDECREF(code);
     Py_DECREF(bpath);
-    return 0;
+    Py_DECREF(file);
+    return err;
 }
 
 static int
@@ -236,6 +281,10 @@ dump_frozen(_PyCDS_Builder *w, PyObject *imp, PyObject *name, int *archived,
         PyErr_Clear();
         log_skip(name, "not a frozen module of this interpreter");
         (*skipped)++;
+        return 0;
+    }
+    if (_PyCDS_BaseHolds(KIND_FROZEN, PyUnicode_AsUTF8(name), NULL)) {
+        dump_in_base++;
         return 0;
     }
     PyObject *code = PyObject_CallMethod(imp, "get_frozen_object", "O", name);
@@ -412,9 +461,14 @@ _PyCDS_Dump(const _PyCDS_Settings *s)
     }
     (void)PyTime_PerfCounterRaw(&t1);
     double secs = PyTime_AsSecondsDouble(t1 - t0);
-    fprintf(stderr, "cds: dump: %d modules archived, %d skipped; "
+    char base_note[64] = "";
+    if (dump_in_base) {
+        snprintf(base_note, sizeof(base_note), ", %d in the base archive",
+                 dump_in_base);
+    }
+    fprintf(stderr, "cds: dump: %d modules archived%s, %d skipped; "
             "%zd objects, %llu bytes, %.2f s -> %s\n",
-            archived, skipped, _PyCDS_BuilderObjects(w),
+            archived, base_note, skipped, _PyCDS_BuilderObjects(w),
             (unsigned long long)size, secs, s->archive_path);
     status = 0;
 

@@ -36,6 +36,18 @@
 /* Where DUMP lays the archive out and SHARE tries to map it: far from the
    heap, the stack, the executable and the shared libraries. */
 #define CDS_PREFERRED_BASE ((uint64_t)0x200000000000ULL)
+/* The installation's default archive, relative to its standard-library
+   directory: a cache of the standard library's compiled code, beside its
+   .pyc files (and removed with them by tools that strip caches), named
+   for the interpreter's ABI. */
+#ifdef Py_DEBUG
+#  define CDS_ABI_SUFFIX "d"
+#else
+#  define CDS_ABI_SUFFIX ""
+#endif
+#define CDS_DEFAULT_ARCHIVE \
+    "__pycache__/stdlib.cpython-" Py_STRINGIFY(PY_MAJOR_VERSION) \
+    Py_STRINGIFY(PY_MINOR_VERSION) CDS_ABI_SUFFIX ".cds"
 /* Objects start on 16-byte boundaries within their region. */
 #define CDS_ALIGN 16
 

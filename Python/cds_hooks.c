@@ -219,8 +219,11 @@ _cds.info
 
 Return a dict describing the code-object archive settings and state.
 
-Keys: mode and mode_source, list, archive, verbose; active (an archive
-is mapped) and reason (why not); modules in the archive; the counters
+Keys: mode and mode_source, list, archive, verbose, strict; active (an
+archive is mapped) and reason (why not); archives, a list of dicts
+(role, path, active, reason, modules, served, stale) for the application
+archive and the base archive (role "default" for the installation's
+default archive); modules in the archives; the counters
 served, specs_found, stale, hashed (source hashes checked), missed,
 rejected, prepared and relocated;
 mapped_at_preferred_address, protected; open_seconds and
@@ -229,7 +232,7 @@ prepare_seconds (time spent opening and preparing the archive).
 
 static PyObject *
 _cds_info_impl(PyObject *module)
-/*[clinic end generated code: output=544bbbea22d7fa1d input=db5406ae21b0880a]*/
+/*[clinic end generated code: output=544bbbea22d7fa1d input=c86bacc986ddbe08]*/
 {
     const _PyCDS_Settings *s = _PyCDS_GetSettings();
     if (s->mode == _PyCDS_SHARE
@@ -247,9 +250,29 @@ _cds_info_impl(PyObject *module)
         Py_XDECREF(archive);
         return NULL;
     }
+    PyObject *archives = PyList_New(0);
+    for (int i = 0; archives != NULL && i < 2; i++) {
+        const _PyCDS_ArchiveStats *as = &st.archive[i];
+        PyObject *path = fs_path(as->path);
+        PyObject *item = path == NULL ? NULL : Py_BuildValue(
+            "{s:s,s:N,s:O,s:z,s:n,s:n,s:n}",
+            "role", as->role, "path", path,
+            "active", as->active ? Py_True : Py_False, "reason", as->reason,
+            "modules", as->modules, "served", as->served,
+            "stale", as->stale);
+        if (item == NULL || PyList_Append(archives, item) < 0) {
+            Py_CLEAR(archives);
+        }
+        Py_XDECREF(item);
+    }
+    if (archives == NULL) {
+        Py_DECREF(list);
+        Py_DECREF(archive);
+        return NULL;
+    }
     PyObject *info = Py_BuildValue(
         "{s:s,s:s,s:N,s:N,s:i,s:O,s:z,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
-        "s:O,s:O,s:d,s:d}",
+        "s:O,s:O,s:d,s:d,s:N,s:O}",
         "mode", _PyCDS_ModeName(s->mode),
         "mode_source", s->mode_source,
         "list", list,
@@ -270,7 +293,9 @@ _cds_info_impl(PyObject *module)
         st.at_preferred_address ? Py_True : Py_False,
         "protected", st.protected ? Py_True : Py_False,
         "open_seconds", st.open_seconds,
-        "prepare_seconds", st.prepare_seconds);
+        "prepare_seconds", st.prepare_seconds,
+        "archives", archives,
+        "strict", s->strict ? Py_True : Py_False);
     return info;
 }
 

@@ -7,7 +7,7 @@
  *   cds_finder.c ->  cds_share.c
  *   cds_trace.c  ->  cds_list.c
  *   cds_dump.c   ->  cds_list.c  cds_builder.c  cds_layout.c  cds_filemap.c
- *                    cds_stale.c
+ *                    cds_stale.c  cds_share.c (what the base archive holds)
  *   cds_layout.c ->  cds_builder.c (its buffers, cds_builder.h)
  *   cds_share.c  ->  cds_prepare.c  cds_filemap.c  cds_protect.c  cds_stale.c
  *   cds_prepare.c -> cds_verify.c  cds_protect.c
@@ -158,8 +158,49 @@ extern void _PyCDS_UnmapArchive(_PyCDS_Map *map);
 
 extern void _PyCDS_ProtectArchive(const _PyCDS_Map *map);
 /* File offsets of the protected archive, made writable or read-only */
-extern void _PyCDS_ProtectRange(uint64_t start, uint64_t end, int writable);
+extern void _PyCDS_ProtectRange(const _PyCDS_Map *map, uint64_t start,
+                                uint64_t end, int writable);
 extern void _PyCDS_InstallFaultHandler(void);
+
+/* --- where a module's objects are ---------------------------------------- */
+
+/* The memory of each of a module's ranges: in the mapping (relocated in
+   place), or in a heap copy (cds_prepare.c).  at[r] holds the range of
+   region r + 1, whose file offsets are e->range[r]. */
+typedef struct {
+    const cds_index_entry *e;
+    char *at[CDS_NRANGES];
+} _PyCDS_View;
+
+/* The address of the module's file offset 'off' (which must be in one of
+   its ranges), or NULL */
+static inline char *
+_PyCDS_ViewAddr(const _PyCDS_View *v, uint64_t off)
+{
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        const uint64_t *range = v->e->range[r];
+        if (off >= range[0] && off < range[1]) {
+            return v->at[r] + (off - range[0]);
+        }
+    }
+    return NULL;
+}
+
+/* The file offset of the address 'p' of the module's memory, or
+   UINT64_MAX if 'p' is not there; *r is set to the range. */
+static inline uint64_t
+_PyCDS_ViewOffset(const _PyCDS_View *v, const void *p, int *r)
+{
+    for (int i = 0; i < CDS_NRANGES; i++) {
+        const uint64_t *range = v->e->range[i];
+        uint64_t d = (uint64_t)((uintptr_t)p - (uintptr_t)v->at[i]);
+        if (d < range[1] - range[0]) {
+            *r = i;
+            return range[0] + d;
+        }
+    }
+    return UINT64_MAX;
+}
 
 /* --- cds_verify.c: structural checks before use ------------------------- */
 
@@ -170,6 +211,7 @@ extern void _PyCDS_InstallFaultHandler(void);
 /* Whether a well-formed compact string is in canonical form (-X cds_verify) */
 extern int _PyCDS_CanonicalString(const PyASCIIObject *s);
 extern const char *_PyCDS_VerifyModule(const _PyCDS_Map *map,
+                                       const _PyCDS_View *view,
                                        const cds_index_entry *e,
                                        const cds_fixup *fixups,
                                        const uint8_t *str_valid,
@@ -201,8 +243,28 @@ typedef struct {
     uint8_t *str_valid;          /* and: checked well-formed */
     int protect;                 /* -X cds_protect: cold region read-only */
     int verify;                  /* -X cds_verify */
+    /* Copy mode: each module's objects are copied to the heap when it is
+       prepared and relocated there, and the mapping is only read, where
+       relocating in place would write to every page (the interpreter
+       image moved: PIE).  The copies take the memory a normal import
+       takes; pages relocated in place would each be a private copy of a
+       whole page, with objects of modules the process never imports. */
+    int copy;
+    char **mod_block;            /* copy mode: each module's heap copy */
+    struct _PyCDS_StrCopy {      /* copy mode: the interned string the
+                                    fixups of each shared string used so
+                                    far resolve to, by its offset in R_STR
+                                    (an open-addressing table) */
+        uint64_t off;            /* 0: empty slot */
+        PyObject *str;
+    } *str_copy;
+    size_t str_copy_len, str_copy_cap;
     Py_ssize_t prepared, relocated;
 } _PyCDS_Archive;
+
+/* Where the objects of prepared entry i are */
+extern void _PyCDS_ModuleView(const _PyCDS_Archive *a, size_t i,
+                              _PyCDS_View *view);
 
 /* Verify, relocate and fix up the module of entry 'e', which must not
    have been prepared before: NULL, or why it cannot be used ("" if that
@@ -230,12 +292,24 @@ extern PyObject *_PyCDS_ArchiveLookup(const char *kind, PyObject *name,
    made from 'path' (any path if NULL).  Never raises. */
 extern int _PyCDS_ArchiveHasSource(PyObject *name, PyObject *path);
 extern int _PyCDS_IsArchivedObject(PyObject *op);
+/* DUMP: whether the base archive holds an entry of this kind (KIND_*) that
+   share mode would serve for the module's file now */
+extern int _PyCDS_BaseHolds(int kind, const char *name, const char *path);
 /* _cds.check(): every entry prepared and checked; see cds_share.c */
 extern PyObject *_PyCDS_ArchiveCheck(int check_source);
 
 typedef struct {
+    const char *role;            /* "application", "base" or "default" */
+    const char *path;            /* NULL: none */
     int active;
-    const char *reason;
+    const char *reason;          /* why not active */
+    Py_ssize_t modules, served, stale;
+} _PyCDS_ArchiveStats;
+
+typedef struct {
+    int active;                  /* an archive is in use */
+    const char *reason;          /* why none is */
+    _PyCDS_ArchiveStats archive[2];   /* application, base */
     Py_ssize_t modules, served, stale, hashed, missed, rejected, prepared,
                relocated;
     int at_preferred_address;

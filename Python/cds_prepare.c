@@ -86,7 +86,9 @@ _PyCDS_SharedString(_PyCDS_Archive *a, uint64_t off)
        up at once, so that every string they accept is usable even where
        a (forged) archive has no intern fixup for it */
     a->str_valid[i / 8] |= (uint8_t)(1 << (i & 7));
-    _PyCDS_SetupSharedString(a, (PyObject *)s);
+    if (!a->copy) {
+        _PyCDS_SetupSharedString(a, (PyObject *)s);
+    }
     return s;
 }
 
@@ -139,12 +141,14 @@ release_archived_caches(PyObject *capsule)
         if (a->mod_state[i] != CDS_MOD_READY) {
             continue;
         }
+        _PyCDS_View view;
+        _PyCDS_ModuleView(a, (size_t)i, &view);
         for (uint64_t k = 0; k < e->fixup_count; k++) {
             const cds_fixup *f = &all[e->fixup_start + k];
             if (f->kind != FIXUP_CODE) {
                 continue;
             }
-            PyCodeObject *co = (PyCodeObject *)(a->map.base + f->offset);
+            PyCodeObject *co = (PyCodeObject *)_PyCDS_ViewAddr(&view, f->offset);
             _PyCoCached *cached = co->_co_cached;
             if (cached != NULL) {
                 co->_co_cached = NULL;
@@ -167,8 +171,11 @@ keep_until_finalization(_PyCDS_Archive *a, PyInterpreterState *interp, PyObject 
     if (dict == NULL) {
         return -1;
     }
+    /* one list per archive */
+    char key[64];
+    snprintf(key, sizeof(key), "_pycds_fixup_objects_%p", (void *)a);
     PyObject *list;
-    if (PyDict_GetItemStringRef(dict, "_pycds_fixup_objects", &list) < 0) {
+    if (PyDict_GetItemStringRef(dict, key, &list) < 0) {
         return -1;
     }
     if (list == NULL) {
@@ -177,7 +184,7 @@ keep_until_finalization(_PyCDS_Archive *a, PyInterpreterState *interp, PyObject 
         list = PyList_New(0);
         if (capsule == NULL || list == NULL
             || PyList_Append(list, capsule) < 0
-            || PyDict_SetItemString(dict, "_pycds_fixup_objects", list) < 0)
+            || PyDict_SetItemString(dict, key, list) < 0)
         {
             Py_XDECREF(capsule);
             Py_XDECREF(list);
@@ -190,6 +197,65 @@ keep_until_finalization(_PyCDS_Archive *a, PyInterpreterState *interp, PyObject 
     return r;
 }
 #endif
+
+void
+_PyCDS_ModuleView(const _PyCDS_Archive *a, size_t i, _PyCDS_View *v)
+{
+    const cds_index_entry *e = &a->map.index[i];
+    char *block = a->mod_block ? a->mod_block[i] : NULL;
+    v->e = e;
+    uint64_t at = 0;
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        if (block == NULL) {
+            v->at[r] = a->map.base + e->range[r][0];
+        }
+        else {
+            v->at[r] = block + at;
+            at += (e->range[r][1] - e->range[r][0] + CDS_ALIGN - 1)
+                  & ~(uint64_t)(CDS_ALIGN - 1);
+        }
+    }
+}
+
+/* Copy mode: let the kernel drop the mapping's pages of [p, p + len),
+   clean file pages read again from the page cache if ever needed, so that
+   the process keeps only what it copied. */
+static void
+drop_pages(const void *p, uint64_t len)
+{
+    uintptr_t page = (uintptr_t)CDS_PAGE - 1;
+    uintptr_t lo = (uintptr_t)p & ~page;
+    uintptr_t hi = ((uintptr_t)p + len + page) & ~page;
+    if (len != 0) {
+        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+}
+
+/* Copy mode: copy the module's ranges to one heap block, each range
+   16-aligned as in the file. */
+static char *
+copy_module(_PyCDS_Archive *a, const cds_index_entry *e)
+{
+    uint64_t size = 0;
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        size += (e->range[r][1] - e->range[r][0] + CDS_ALIGN - 1)
+                & ~(uint64_t)(CDS_ALIGN - 1);
+    }
+    char *raw = PyMem_RawMalloc(size + CDS_ALIGN);
+    if (raw == NULL) {
+        return NULL;
+    }
+    /* never freed: the objects are immortal */
+    char *block = (char *)(((uintptr_t)raw + CDS_ALIGN - 1)
+                           & ~(uintptr_t)(CDS_ALIGN - 1));
+    uint64_t at = 0;
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        uint64_t len = e->range[r][1] - e->range[r][0];
+        memcpy(block + at, a->map.base + e->range[r][0], len);
+        at += (len + CDS_ALIGN - 1) & ~(uint64_t)(CDS_ALIGN - 1);
+    }
+    return block;
+}
 
 /* Whether everything the index entry points at is where it may be: its
    ranges within their regions, its relocations and fixups within their
@@ -229,14 +295,13 @@ fixups_ok(_PyCDS_Archive *a, const cds_index_entry *e, const cds_fixup *fixups)
 /* The module's checksum, as cds_builder.c's module_checksum(a, ) makes it;
    *bad_string is set if a shared string it interns is malformed. */
 static uint64_t
-module_checksum(_PyCDS_Archive *a, const cds_index_entry *e, const cds_fixup *fixups,
-                int *bad_string)
+module_checksum(_PyCDS_Archive *a, const _PyCDS_View *v,
+                const cds_fixup *fixups, int *bad_string)
 {
-    const char *base = a->map.base;
+    const cds_index_entry *e = v->e;
     uint64_t c = 0;
     for (int r = 0; r < CDS_NRANGES; r++) {
-        c = _PyCDS_Checksum(c, base + e->range[r][0],
-                            e->range[r][1] - e->range[r][0]);
+        c = _PyCDS_Checksum(c, v->at[r], e->range[r][1] - e->range[r][0]);
     }
     c = _PyCDS_Checksum(c, fixups, sizeof(cds_fixup) * e->fixup_count);
     uint64_t prev_target = UINT64_MAX;
@@ -245,7 +310,7 @@ module_checksum(_PyCDS_Archive *a, const cds_index_entry *e, const cds_fixup *fi
             continue;
         }
         /* the slot still holds the address the dump laid out */
-        uint64_t target = *(const uint64_t *)(base + fixups[k].offset)
+        uint64_t target = *(const uint64_t *)_PyCDS_ViewAddr(v, fixups[k].offset)
                           - a->map.hdr->preferred_base;
         if (target == prev_target) {
             continue;    /* the same string as the fixup before */
@@ -267,11 +332,16 @@ module_checksum(_PyCDS_Archive *a, const cds_index_entry *e, const cds_fixup *fi
    leaves the module half relocated, but a module that fails here is never
    used, and its pages are its own. */
 static int
-relocate_module(_PyCDS_Archive *a, const cds_index_entry *e, const uint64_t *relocs)
+relocate_module(_PyCDS_Archive *a, const _PyCDS_View *v, const uint64_t *relocs,
+                uint64_t *to_strings)
 {
-    char *base = a->map.base;
-    if (a->protect) {
-        _PyCDS_ProtectRange(e->range[R_COLD - 1][0], e->range[R_COLD - 1][1], 1);
+    const cds_index_entry *e = v->e;
+    uint64_t preferred = a->map.hdr->preferred_base;
+    uint64_t str_lo = a->map.hdr->region_offset[R_STR];
+    uint64_t str_size = a->map.hdr->region_size[R_STR];
+    if (a->protect && !a->copy) {
+        _PyCDS_ProtectRange(&a->map, e->range[R_COLD - 1][0],
+                            e->range[R_COLD - 1][1], 1);
     }
     int bad = 0;
     uint64_t prev = 0;      /* slots strictly ascending: none moved twice */
@@ -283,27 +353,109 @@ relocate_module(_PyCDS_Archive *a, const cds_index_entry *e, const uint64_t *rel
         }
         prev = rec & ~(uint64_t)7;
         intptr_t delta = (rec & 1) ? a->map.image_delta : a->map.archive_delta;
-        if (delta == 0) {
+        if (delta == 0 && !(a->copy && !(rec & 1))) {
             continue;
         }
         if ((rec & 6) || !_PyCDS_InModule(e, rec & ~(uint64_t)1, 8)) {
             bad = 1;
             break;
         }
-        *(uint64_t *)(base + (rec & ~(uint64_t)1)) += (uint64_t)delta;
+        uint64_t *slot = (uint64_t *)_PyCDS_ViewAddr(v, rec & ~(uint64_t)1);
+        if (!a->copy || (rec & 1)) {
+            *slot += (uint64_t)delta;
+            continue;
+        }
+        /* copy mode: a pointer to an object of the module goes to its
+           copy; one to a shared string, into the mapping */
+        uint64_t target = *slot - preferred;
+        char *to = _PyCDS_InModule(e, target, 0) ? _PyCDS_ViewAddr(v, target)
+                                                 : NULL;
+        if (to != NULL) {
+            *slot = (uint64_t)(uintptr_t)to;
+        }
+        else if (target - str_lo < str_size) {
+            *slot = (uint64_t)(uintptr_t)(a->map.base + target);
+            (*to_strings)++;
+        }
+        else {
+            bad = 1;
+            break;
+        }
     }
-    if (a->protect) {
-        _PyCDS_ProtectRange(e->range[R_COLD - 1][0], e->range[R_COLD - 1][1], 0);
+    if (a->protect && !a->copy) {
+        _PyCDS_ProtectRange(&a->map, e->range[R_COLD - 1][0],
+                            e->range[R_COLD - 1][1], 0);
     }
     return bad ? -1 : 0;
+}
+
+/* Copy mode: the string the fixups of the shared string 's' (in the
+   mapping, well-formed) resolve to: an equal string interned before, or
+   a copy of 's' interned now.  NULL (logged) if out of memory. */
+static PyObject *
+interned_copy(_PyCDS_Archive *a, PyInterpreterState *interp, PyObject *s)
+{
+    uint64_t off = (uint64_t)((char *)s - a->map.base);
+    if (a->str_copy_len * 2 >= a->str_copy_cap) {
+        /* grow: a table sized to the strings used, not to R_STR */
+        size_t cap = a->str_copy_cap ? a->str_copy_cap * 2 : 1024;
+        struct _PyCDS_StrCopy *t = PyMem_RawCalloc(cap, sizeof(*t));
+        if (t == NULL) {
+            _PyCDS_Log(1, "out of memory copying a string");
+            return NULL;
+        }
+        for (size_t k = 0; k < a->str_copy_cap; k++) {
+            if (a->str_copy[k].off != 0) {
+                size_t j = (size_t)(a->str_copy[k].off / CDS_ALIGN) & (cap - 1);
+                while (t[j].off != 0) {
+                    j = (j + 1) & (cap - 1);
+                }
+                t[j] = a->str_copy[k];
+            }
+        }
+        PyMem_RawFree(a->str_copy);
+        a->str_copy = t;
+        a->str_copy_cap = cap;
+    }
+    size_t mask = a->str_copy_cap - 1;
+    size_t j = (size_t)(off / CDS_ALIGN) & mask;
+    for (; a->str_copy[j].off != 0; j = (j + 1) & mask) {
+        if (a->str_copy[j].off == off) {
+            return a->str_copy[j].str;
+        }
+    }
+    PyASCIIObject *src = (PyASCIIObject *)s;
+    size_t size = (src->state.ascii ? sizeof(PyASCIIObject)
+                                    : sizeof(PyCompactUnicodeObject))
+                  + ((size_t)src->length + 1) * src->state.kind;
+    /* like the archived strings: immortal, statically allocated (never
+       freed), in a block of its own */
+    PyASCIIObject *copy = PyMem_RawMalloc(size);
+    if (copy == NULL) {
+        _PyCDS_Log(1, "out of memory copying a string");
+        return NULL;
+    }
+    memcpy(copy, src, size);
+    Py_SET_TYPE(copy, &PyUnicode_Type);
+    copy->hash = -1;
+    copy->state.interned = SSTATE_NOT_INTERNED;
+    PyObject *t = _PyUnicode_InternArchived(interp, (PyObject *)copy);
+    if (t != (PyObject *)copy) {
+        PyMem_RawFree(copy);      /* an equal string was interned before */
+    }
+    a->str_copy[j].off = off;     /* R_STR is never at offset 0 */
+    a->str_copy[j].str = t;       /* owns the reference, never released */
+    a->str_copy_len++;
+    return t;
 }
 
 /* Run the module's fixups: intern its identifiers, build its frozensets,
    announce its code objects. */
 static int
-apply_fixups(_PyCDS_Archive *a, const cds_index_entry *e, const cds_fixup *fixups,
-             const char *name)
+apply_fixups(_PyCDS_Archive *a, const _PyCDS_View *v, const cds_fixup *fixups,
+             const char *name, uint64_t *interned)
 {
+    const cds_index_entry *e = v->e;
     char *base = a->map.base;
     PyInterpreterState *interp = _PyInterpreterState_GET();
 #ifdef Py_DEBUG
@@ -315,7 +467,7 @@ apply_fixups(_PyCDS_Archive *a, const cds_index_entry *e, const cds_fixup *fixup
     uint64_t str_size = a->map.hdr->region_size[R_STR];
     PyObject *last_s = NULL, *last_t = NULL;
     for (uint64_t k = 0; k < e->fixup_count; k++) {
-        PyObject **slot = (PyObject **)(base + fixups[k].offset);
+        PyObject **slot = (PyObject **)_PyCDS_ViewAddr(v, fixups[k].offset);
         switch (fixups[k].kind) {
             case FIXUP_INTERN: {
                 /* consecutive fixups of the same string: intern it once */
@@ -326,12 +478,24 @@ apply_fixups(_PyCDS_Archive *a, const cds_index_entry *e, const cds_fixup *fixup
                                "(corrupt archive)", name);
                     return -1;
                 }
-                _PyCDS_SetupSharedString(a, s);
-                PyObject *t = (s == last_s) ? last_t
-                                            : _PyUnicode_InternArchived(interp, s);
+                PyObject *t;
+                if (s == last_s) {
+                    t = last_t;
+                }
+                else if (a->copy) {
+                    t = interned_copy(a, interp, s);
+                    if (t == NULL) {
+                        return -1;
+                    }
+                }
+                else {
+                    _PyCDS_SetupSharedString(a, s);
+                    t = _PyUnicode_InternArchived(interp, s);
+                }
+                (*interned)++;
                 if (t != s) {
                     *slot = t;   /* owns the reference, never released */
-                    if (s == last_s) {
+                    if (s == last_s || a->copy) {
                         Py_INCREF(t);
                     }
                 }
@@ -340,7 +504,8 @@ apply_fixups(_PyCDS_Archive *a, const cds_index_entry *e, const cds_fixup *fixup
                 break;
             }
             case FIXUP_FROZENSET: {
-                if ((uint64_t)((char *)*slot - base) >= a->map.size) {
+                int r;
+                if (_PyCDS_ViewOffset(v, *slot, &r) == UINT64_MAX) {
                     _PyCDS_Log(1, "module %s: a slot fixed up twice "
                                "(corrupt archive)", name);
                     return -1;
@@ -375,6 +540,7 @@ _PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *na
 {
     const cds_header *h = a->map.hdr;
     char *base = a->map.base;
+    size_t index = (size_t)(e - a->map.index);
     if (!entry_ok(a, e)) {
         return "bad index entry (corrupt archive)";
     }
@@ -385,12 +551,23 @@ _PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *na
     if (!fixups_ok(a, e, fixups)) {
         return "bad fixup (corrupt archive)";
     }
-    int relocate = (a->map.archive_delta != 0 || a->map.image_delta != 0);
-    if (relocate) {
+    int relocate = (a->copy || a->map.archive_delta != 0
+                    || a->map.image_delta != 0);
+    if (a->copy) {
+        /* checked after the copy: what is used is what was checked */
+        a->mod_block[index] = copy_module(a, e);
+        if (a->mod_block[index] == NULL) {
+            return "out of memory";
+        }
+    }
+    else if (relocate) {
         populate_for_relocation(a, e);
     }
+    _PyCDS_View view;
+    _PyCDS_ModuleView(a, index, &view);
+    uint64_t to_strings = 0;
     int bad_string = 0;
-    uint64_t c = module_checksum(a, e, fixups, &bad_string);
+    uint64_t c = module_checksum(a, &view, fixups, &bad_string);
     if (bad_string) {
         return "bad shared string (corrupt archive)";
     }
@@ -402,20 +579,36 @@ _PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *na
         if (_PyCDS_Checksum(0, relocs, 8 * e->reloc_count) != e->reloc_checksum) {
             return "relocations checksum mismatch (corrupt archive)";
         }
-        if (relocate_module(a, e, relocs) < 0) {
+        if (relocate_module(a, &view, relocs, &to_strings) < 0) {
             return "bad relocation (corrupt archive)";
         }
         a->relocated++;
     }
     /* what a forged archive could point anywhere (cds_verify.c) */
-    const char *bad = _PyCDS_VerifyModule(&a->map, e, fixups,
-                                          a->str_valid,
-                                          a->verify);
+    const char *bad = _PyCDS_VerifyModule(&a->map, &view, e, fixups,
+                                          a->str_valid, a->verify);
     if (bad != NULL) {
         return bad;
     }
-    if (apply_fixups(a, e, fixups, name) < 0) {
+    uint64_t interned = 0;
+    if (apply_fixups(a, &view, fixups, name, &interned) < 0) {
         return "";     /* logged by apply_fixups(a, ) */
+    }
+    if (a->copy && interned != to_strings) {
+        /* a pointer to a shared string that no fixup replaced would lead
+           into the mapping, to a string never set up in copy mode */
+        return "a shared string without an intern fixup (corrupt archive)";
+    }
+    if (a->copy) {
+        /* What was read for this module is not kept in this process: the
+           records and every object region (a fault maps a whole large
+           folio of the page cache, so more than the module's own pages
+           are mapped); the shared strings stay mapped. */
+        const cds_header *hh = a->map.hdr;
+        drop_pages(base + hh->reloc_offset,
+                   hh->region_offset[R_STR] - hh->reloc_offset);
+        drop_pages(base + hh->region_offset[R_STR + 1],
+                   a->map.size - hh->region_offset[R_STR + 1]);
     }
     a->prepared++;
     return NULL;

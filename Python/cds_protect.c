@@ -23,7 +23,8 @@
 #include <unistd.h>
 
 /* The archive being protected (the handler reads it) */
-static const _PyCDS_Map *protected_map;
+/* the protected archives: the application's and the base */
+static const _PyCDS_Map *protected_maps[2];
 
 static struct sigaction protect_previous;
 
@@ -56,7 +57,12 @@ static void
 protect_fault(int signum, siginfo_t *info, void *context)
 {
     uintptr_t addr = (uintptr_t)info->si_addr;
-    const _PyCDS_Map *m = protected_map;
+    const _PyCDS_Map *m = protected_maps[0];
+    if (m == NULL || addr < (uintptr_t)m->base
+        || addr >= (uintptr_t)m->base + m->size)
+    {
+        m = protected_maps[1];
+    }
     if (info->si_code <= 0) {
         /* sent by kill() or raise(): what the previous disposition does */
         sigaction(signum, &protect_previous, NULL);
@@ -95,9 +101,9 @@ protect_fault(int signum, siginfo_t *info, void *context)
 }
 
 void
-_PyCDS_ProtectRange(uint64_t start, uint64_t end, int writable)
+_PyCDS_ProtectRange(const _PyCDS_Map *m, uint64_t start, uint64_t end,
+                    int writable)
 {
-    const _PyCDS_Map *m = protected_map;
     int prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
     start &= ~(uint64_t)(CDS_PAGE - 1);
     end = (end + CDS_PAGE - 1) & ~(uint64_t)(CDS_PAGE - 1);
@@ -124,9 +130,9 @@ _PyCDS_InstallFaultHandler(void)
 void
 _PyCDS_ProtectArchive(const _PyCDS_Map *m)
 {
-    protected_map = m;
+    protected_maps[protected_maps[0] != NULL] = m;
     /* the header, index, relocations, fixups and the cold region */
-    _PyCDS_ProtectRange(0, m->hdr->region_offset[0], 0);
-    _PyCDS_ProtectRange(m->hdr->region_offset[R_COLD], m->size, 0);
+    _PyCDS_ProtectRange(m, 0, m->hdr->region_offset[0], 0);
+    _PyCDS_ProtectRange(m, m->hdr->region_offset[R_COLD], m->size, 0);
 }
 

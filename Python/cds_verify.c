@@ -40,6 +40,7 @@
 
 typedef struct {
     const _PyCDS_Map *map;
+    const _PyCDS_View *view;     /* where the module's objects are */
     const cds_index_entry *entry;
     Py_ssize_t budget;           /* code objects left to visit */
     Py_ssize_t items;            /* nested constants left to visit */
@@ -75,19 +76,21 @@ shared_ok(const checker *c, const void *op)
 static int
 in_range(const checker *c, const void *p, uint64_t size, int r)
 {
-    uint64_t off = (uint64_t)((const char *)p - c->map->base);
+    int in;
+    uint64_t off = _PyCDS_ViewOffset(c->view, p, &in);
     const uint64_t *range = c->entry->range[r - 1];
-    return (const char *)p >= c->map->base && off % CDS_ALIGN == 0
-           && off >= range[0] && off <= range[1] && size <= range[1] - off;
+    return off != UINT64_MAX && in == r - 1 && off % CDS_ALIGN == 0
+           && size <= range[1] - off;
 }
 
 /* The same in any of the module's ranges. */
 static int
 in_module(const checker *c, const void *p, uint64_t size)
 {
-    uint64_t off = (uint64_t)((const char *)p - c->map->base);
-    return (const char *)p >= c->map->base && off % CDS_ALIGN == 0
-           && _PyCDS_InModule(c->entry, off, size);
+    int r;
+    uint64_t off = _PyCDS_ViewOffset(c->view, p, &r);
+    return off != UINT64_MAX && off % CDS_ALIGN == 0
+           && size <= c->entry->range[r][1] - off;
 }
 
 /* Whether 'p' is the start of one of the static objects an archive may
@@ -404,7 +407,7 @@ static const char *
 fixup_targets_ok(checker *c, const cds_fixup *fixups, uint64_t count)
 {
     for (uint64_t k = 0; k < count; k++) {
-        void *at = c->map->base + fixups[k].offset;
+        void *at = _PyCDS_ViewAddr(c->view, fixups[k].offset);
         if (fixups[k].kind == FIXUP_CODE) {
             if (!in_range(c, at, sizeof(PyCodeObject), R_CODE)
                 || Py_TYPE((PyObject *)at) != &PyCode_Type)
@@ -426,7 +429,8 @@ fixup_targets_ok(checker *c, const cds_fixup *fixups, uint64_t count)
 }
 
 const char *
-_PyCDS_VerifyModule(const _PyCDS_Map *map, const cds_index_entry *e,
+_PyCDS_VerifyModule(const _PyCDS_Map *map, const _PyCDS_View *view,
+                    const cds_index_entry *e,
                     const cds_fixup *fixups, const uint8_t *str_valid,
                     int deep)
 {
@@ -435,7 +439,7 @@ _PyCDS_VerifyModule(const _PyCDS_Map *map, const cds_index_entry *e,
     for (int r = 0; r < CDS_NRANGES; r++) {
         bytes += e->range[r][1] - e->range[r][0];
     }
-    checker c = {map, e,
+    checker c = {map, view, e,
                  (Py_ssize_t)((code_range[1] - code_range[0])
                               / sizeof(PyCodeObject)),
                  /* shared nested tuples are visited once per use */
@@ -443,7 +447,7 @@ _PyCDS_VerifyModule(const _PyCDS_Map *map, const cds_index_entry *e,
                  (uintptr_t)map->base + map->hdr->region_offset[R_STR],
                  map->hdr->region_size[R_STR], str_valid, deep};
     /* every code object the module runs is reachable from its own */
-    if (!code_ok(&c, (PyCodeObject *)(map->base + e->code))) {
+    if (!code_ok(&c, (PyCodeObject *)_PyCDS_ViewAddr(view, e->code))) {
         return "a code object is malformed (corrupt archive)";
     }
     return fixup_targets_ok(&c, fixups, e->fixup_count);

@@ -28,7 +28,21 @@ typedef struct {
     _PyCDS_Mode mode;
     int verbose;
     char *list_path;       /* absolute, or NULL when not set */
-    char *archive_path;    /* absolute, or NULL when not set */
+    char *archive_path;    /* absolute, or NULL when not set: in share
+                              mode, the application archive */
+    /* the base archive, under the application archive: absolute, or NULL
+       for the installation's default archive (cds_share.c), unless
+       base_none (-X cds_base=none) */
+    char *base_path;
+    int base_none;
+    /* -X cds_strict: an archive that cannot be used stops start-up */
+    int strict;
+    /* -X cds_in_place (testing): relocate an archive in place even where
+       SHARE would copy its modules to the heap (the image moved: PIE) */
+    int in_place;
+    /* -X cds_dump_strip=PREFIX: DUMP records source paths without this
+       prefix (the staging directory of make install DESTDIR=...) */
+    char *dump_strip;
     /* where each value came from, for introspection ("-X", "env", ...) */
     const char *mode_source;
     /* -X cds_relocate (testing): map away from the preferred address */
@@ -78,18 +92,20 @@ extern int _PyCDS_AddImpFunctions(PyObject *imp_module);
 /* Modules/config.c: the _cds built-in module */
 extern PyObject *PyInit__cds(void);
 
-/* cds_share.c: the archive's read-only (cold) region: objects that
-   nothing may write to, so that their pages stay shared between
-   processes.  bytes_hash() does not cache a hash there.  Both bounds are
-   0 while no archive is mapped. */
-extern uintptr_t _PyCDS_ReadOnlyStart;
-extern uintptr_t _PyCDS_ReadOnlyEnd;
+/* cds_share.c: the read-only (cold) regions of the archives mapped in
+   place: objects that nothing may write to, so that their pages stay
+   shared between processes.  bytes_hash() does not cache a hash there.
+   Both bounds are 0 while no archive is mapped. */
+extern uintptr_t _PyCDS_ReadOnlyStart[2];
+extern uintptr_t _PyCDS_ReadOnlyEnd[2];
 
 static inline int
 _PyCDS_IsReadOnly(const void *op)
 {
-    return ((uintptr_t)op - _PyCDS_ReadOnlyStart
-            < _PyCDS_ReadOnlyEnd - _PyCDS_ReadOnlyStart);
+    return ((uintptr_t)op - _PyCDS_ReadOnlyStart[0]
+            < _PyCDS_ReadOnlyEnd[0] - _PyCDS_ReadOnlyStart[0])
+           || ((uintptr_t)op - _PyCDS_ReadOnlyStart[1]
+               < _PyCDS_ReadOnlyEnd[1] - _PyCDS_ReadOnlyStart[1]);
 }
 
 /* Archived code objects carry versions (co_version) from this value up,

@@ -34,7 +34,7 @@ def check(archive, *, deep=False, check_source=False, python=None):
     (-X cds_relocate), so that every relocation record is checked.
     """
     args = [python or sys.executable, '-I', '-X', 'cds=share',
-            '-X', 'cds_archive=' + os.fspath(archive)]
+            '-X', 'cds_base=none', '-X', 'cds_archive=' + os.fspath(archive)]
     if deep:
         args += ['-X', 'cds_verify', '-X', 'cds_relocate']
     args += ['-c', _CHECK, '1' if check_source else '0']
@@ -74,6 +74,12 @@ def _verify(args):
     return 0 if result['usable'] and not bad else 1
 
 
+def _run_stdlib(args):
+    from cds import _stdlib
+    return _stdlib.dump(args.output, libdir=args.libdir,
+                        destdir=args.destdir, verbose=args.verbose)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog='python -m cds',
@@ -98,5 +104,23 @@ def main(argv=None):
     verify.add_argument('--json', action='store_true',
                         help='print the result as JSON')
     verify.set_defaults(run=_verify)
+    stdlib = commands.add_parser(
+        'stdlib', help="write the installation's default archive",
+        description="Write the default archive of the standard library "
+                    "(every importable module but test suites and demos, "
+                    "and the frozen modules), which the interpreter maps "
+                    "with no option.  make and make install run this.")
+    stdlib.add_argument('-o', '--output', metavar='ARCHIVE',
+                        help='where to write it (default: where the '
+                             'interpreter looks for it)')
+    stdlib.add_argument('--libdir', metavar='DIR',
+                        help='the standard-library directory, as installed '
+                             '(default: this interpreter\'s)')
+    stdlib.add_argument('--destdir', metavar='DIR', default='',
+                        help='read the files from under this staging '
+                             'directory (make install DESTDIR=...)')
+    stdlib.add_argument('-v', '--verbose', action='store_true',
+                        help='say what the dump leaves out')
+    stdlib.set_defaults(run=_run_stdlib)
     args = parser.parse_args(argv)
     return args.run(args)

@@ -82,8 +82,11 @@ PyDoc_STRVAR(_cds_info__doc__,
 "\n"
 "Return a dict describing the code-object archive settings and state.\n"
 "\n"
-"Keys: mode and mode_source, list, archive, verbose; active (an archive\n"
-"is mapped) and reason (why not); modules in the archive; the counters\n"
+"Keys: mode and mode_source, list, archive, verbose, strict; active (an\n"
+"archive is mapped) and reason (why not); archives, a list of dicts\n"
+"(role, path, active, reason, modules, served, stale) for the application\n"
+"archive and the base archive (role \"default\" for the installation\'s\n"
+"default archive); modules in the archives; the counters\n"
 "served, specs_found, stale, hashed (source hashes checked), missed,\n"
 "rejected, prepared and relocated;\n"
 "mapped_at_preferred_address, protected; open_seconds and\n"
@@ -154,4 +157,4 @@ skip_optional:
 exit:
     return return_value;
 }
-/*[clinic end generated code: output=ca08c56eecec1906 input=a9049054013a1b77]*/
+/*[clinic end generated code: output=08b1f603e3d17f5f input=a9049054013a1b77]*/

@@ -5,18 +5,17 @@ Usage (from the top of a built tree; see `make cds-regrtest`):
     ./python Tools/pycds/regrtest_compare.py [--tests "test_a test_b"]
         [--archive PATH] [--min-served N] [--protect] [-- regrtest options]
 
-1. Builds an archive of the entire standard library (Lib/test included):
-   every module and package under Lib/, generated from the tree, plus the
-   frozen start-up modules.
-2. Runs `./python -m test` with sharing switched on through the environment
-   (PYTHONCDS=share, PYTHONCDSARCHIVE), so that every child process regrtest
-   starts maps the same archive; each process appends its counters to a
-   stats file (PYTHONCDSSTATS).  With --protect, the archive's
-   never-written parts are mapped read-only in every process
-   (PYTHONCDSPROTECT=1), so that any write to them stops the process with
-   a diagnostic; such a diagnostic anywhere in the output fails the run.
-3. Runs the same selection with the archive off, with the same options.
-4. Fails when share mode has a test that fails, errors, crashes, times out or
+1. Runs `./python -m test` in share mode with the installation's default
+   archive (as `python` runs with no option), or with --archive PATH also
+   with an application archive of the entire standard library (Lib/test
+   included) layered over it; every child process regrtest starts maps
+   the same archives and appends its counters to a stats file
+   (PYTHONCDSSTATS).  With --protect, the archives' never-written parts are
+   mapped read-only in every process (PYTHONCDSPROTECT=1), so that any
+   write to them stops the process with a diagnostic; such a diagnostic
+   anywhere in the output fails the run.
+2. Runs the same selection with the archive off (PYTHONCDS=off).
+3. Fails when share mode has a test that fails, errors, crashes, times out or
    leaks and the plain run does not, or when the number of modules served
    from the archive is implausibly low.  Prints a summary table.
 
@@ -123,7 +122,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--tests', default='',
                         help='space-separated test names (default: all)')
-    parser.add_argument('--archive', default=os.path.join(ROOT, 'build', 'cds', 'stdlib.cds'))
+    parser.add_argument('--archive', default=None,
+                        help='also dump every module of the standard '
+                             'library, test packages included, into this '
+                             'application archive, layered over the default '
+                             'archive (default: the default archive alone)')
     parser.add_argument('--min-served', type=int, default=None,
                         help='fail unless at least this many modules were '
                              'served from the archive (default: 20 per test file)')
@@ -135,23 +138,28 @@ def main():
     tests = args.tests.split()
     extra = args.regrtest_args or ['-j2']
 
-    os.makedirs(os.path.dirname(args.archive), exist_ok=True)
-    list_path = os.path.splitext(args.archive)[0] + '.lst'
-    stats = os.path.splitext(args.archive)[0] + '.stats'
-    n = write_stdlib_list(list_path, python=PYTHON)
-    print(f'regrtest_compare: {n} source modules + frozen modules listed in {list_path}')
-    dump(list_path, args.archive)
+    work = os.path.join(ROOT, 'build', 'cds')
+    os.makedirs(work, exist_ok=True)
+    stats = os.path.join(work, 'regrtest.stats')
+    share_env = clean_env(PYTHONCDSSTATS=stats)
+    if args.archive:
+        os.makedirs(os.path.dirname(os.path.abspath(args.archive)), exist_ok=True)
+        list_path = os.path.splitext(args.archive)[0] + '.lst'
+        n = write_stdlib_list(list_path, python=PYTHON)
+        print(f'regrtest_compare: {n} source modules + frozen modules listed in {list_path}')
+        dump(list_path, args.archive)
+        share_env['PYTHONCDSARCHIVE'] = args.archive
+    else:
+        print('regrtest_compare: share mode with the default archive')
 
     if os.path.exists(stats):
         os.unlink(stats)
-    share_env = clean_env(PYTHONCDS='share', PYTHONCDSARCHIVE=args.archive,
-                          PYTHONCDSSTATS=stats)
     if args.protect:
         share_env['PYTHONCDSPROTECT'] = '1'
-    logdir = os.path.dirname(args.archive)
+    logdir = work
     rc_s, res_s, tot_s, t_s = run_regrtest(tests, extra, share_env,
                                            os.path.join(logdir, 'regrtest-share.log'))
-    rc_o, res_o, tot_o, t_o = run_regrtest(tests, extra, clean_env(),
+    rc_o, res_o, tot_o, t_o = run_regrtest(tests, extra, clean_env(PYTHONCDS='off'),
                                            os.path.join(logdir, 'regrtest-off.log'))
 
     served = processes = active = protected = specs = 0

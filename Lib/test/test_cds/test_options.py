@@ -29,8 +29,9 @@ def info(*args, env=None, cwd=None):
 
 class OptionTests(unittest.TestCase):
 
-    def test_default_is_off(self):
-        self.assertEqual(info(), ('off', 'None', 'None', 0))
+    def test_default_is_share(self):
+        # share mode, with the installation's default archive (test_default)
+        self.assertEqual(info(), ('share', 'None', 'None', 0))
 
     def test_xoption_modes(self):
         self.assertEqual(info('-X', 'cds=off')[0], 'off')
@@ -74,7 +75,8 @@ class OptionTests(unittest.TestCase):
                         PYTHONCDSLIST='/tmp/a.lst', PYTHONCDSVERBOSE='2')
         for flag in ('-E', '-I'):
             with self.subTest(flag=flag):
-                self.assertEqual(info(flag, env=env), ('off', 'None', 'None', 0))
+                self.assertEqual(info(flag, env=env),
+                                 ('share', 'None', 'None', 0))
 
     def test_verbose_forms(self):
         self.assertEqual(info('-X', 'cds_verbose')[3], 1)
@@ -242,7 +244,7 @@ class EnvironmentListTests(unittest.TestCase):
             r = run_python('-c', 'pass', env=dict(os.environ), cwd=tmp)
             self.assertEqual(r.returncode, 1)
             self.assertEqual(info(env=clean_env(), cwd=tmp),
-                             ('off', 'None', 'None', 0))
+                             ('share', 'None', 'None', 0))
             self.assertEqual(os.listdir(tmp), [])
 
     def test_help_env_names_are_listed(self):

@@ -104,7 +104,7 @@ class ProtectTests(AppTestCase):
         self.assertEqual(r.stdout.strip(), 'written')
         for extra in ((), ('-X', 'faulthandler'), ('-X', 'cds_relocate')):
             with self.subTest(extra=extra):
-                r = self.share('-X', 'cds_protect', *extra, '-c', code,
+                r = self.share('-X', 'cds_protect', '-X', 'cds_in_place', *extra, '-c', code,
                                check=False)
                 self.assertEqual(r.returncode, -signal.SIGSEGV, r.stderr)
                 self.assertNotIn('written', r.stdout)

@@ -10,7 +10,7 @@ import time
 import unittest
 
 from test.test_cds import format as cdsformat
-from test.test_cds.util import (AppTestCase, clean_env, read_list,
+from test.test_cds.util import (NO_BASE, AppTestCase, clean_env, read_list,
                                 share_args, unprivileged)
 
 class WorkflowTests(AppTestCase):
@@ -393,11 +393,13 @@ class RuntimeTests(AppTestCase):
     def test_start_up_strings_come_from_the_archive(self):
         # builtins' names the archive uses are interned from it before the
         # runtime interns its own: the builtins dict holds the archived key
+        # (in place: copy mode, the PIE default, copies what it uses)
         code = ('import _cds, builtins\n'
                 'key = [k for k in vars(builtins) if k == "ValueError"][0]\n'
                 'print(_cds.is_archived(key))')
         self.assertEqual(self.python('-c', code).stdout.strip(), 'False')
-        self.assertEqual(self.share('-c', code).stdout.strip(), 'True')
+        self.assertEqual(self.share('-X', 'cds_in_place', '-c', code)
+                         .stdout.strip(), 'True')
 
     def test_identifiers_are_interned(self):
         code = self.app_code('''
@@ -552,7 +554,7 @@ class RuntimeTests(AppTestCase):
         # (a copy of the class's archive, redumped in place)
         archive = os.path.join(self.scratch, 'redumped.cds')
         shutil.copy(self.archive, archive)
-        cmd = [sys.executable, *share_args(archive), self.main]
+        cmd = [sys.executable, *NO_BASE, *share_args(archive), self.main]
         procs = []
         for round in range(3):
             procs += [subprocess.Popen(cmd, stdout=subprocess.PIPE,

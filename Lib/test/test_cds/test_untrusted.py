@@ -902,8 +902,10 @@ class SmallerItemTests(AppTestCase):
 
     def test_relocate_zero_means_no(self):
         self.trace_and_dump()
-        _, on = self.share_info('-X', 'cds_relocate=1', code='import json')
-        _, off = self.share_info('-X', 'cds_relocate=0', code='import json')
+        _, on = self.share_info('-X', 'cds_relocate=1', '-X', 'cds_in_place',
+                                code='import json')
+        _, off = self.share_info('-X', 'cds_relocate=0', '-X', 'cds_in_place',
+                                 code='import json')
         self.assertFalse(on['mapped_at_preferred_address'])
         self.assertTrue(off['mapped_at_preferred_address'])
         r = self.python('-X', 'cds_relocate=maybe', '-c', 'pass', check=False)

@@ -36,7 +36,7 @@ from test.support import os_helper
 CDS_ENV_VARS = (
     'PYTHONCDS', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE', 'PYTHONCDSVERBOSE',
     'PYTHONCDSPROTECT', 'PYTHONCDSSTATS', 'PYTHONCDSVERIFY',
-    'PYTHONCDSCHECKSOURCE',
+    'PYTHONCDSCHECKSOURCE', 'PYTHONCDSBASE', 'PYTHONCDSSTRICT',
     # the older names of the original tool
     'PYCDSMODE', 'PYCDSLIST', 'PYCDSARCHIVE', 'PYCDSVERBOSE',
 )
@@ -77,11 +77,21 @@ def share_args(archive):
     return ['-X', 'cds=share', '-X', f'cds_archive={archive}']
 
 
+# What keeps a child from mapping the installation's default archive, so
+# that a test sees only the archive it made.
+NO_BASE = ('-X', 'cds_base=none')
+
+
 def run_python(*args, python=None, env=None, cwd=None, input=None,
-               timeout=300, **kwargs):
+               timeout=300, default_archive=False, **kwargs):
     """Run 'python' (default: the interpreter under test) with 'args';
     return the CompletedProcess (text).  The environment defaults to
-    clean_env(); other keyword arguments go to subprocess.run()."""
+    clean_env(); the child maps the default archive only if
+    'default_archive' is true or 'args' choose a base archive; other
+    keyword arguments go to subprocess.run()."""
+    if not default_archive and not any(str(a).startswith('cds_base')
+                                       for a in args):
+        args = NO_BASE + args
     cmd = [python or sys.executable, *args]
     return subprocess.run(cmd, capture_output=True, text=True,
                           env=clean_env() if env is None else env,

@@ -74,7 +74,7 @@ class Fuzzer:
     # -- set-up --
 
     def env(self, hash_seed):
-        return clean_env(PYTHONHASHSEED=str(hash_seed),
+        return clean_env(PYTHONHASHSEED=str(hash_seed), PYTHONCDSBASE='none',
                          PYTHONDONTWRITEBYTECODE='1', PYTHONFAULTHANDLER=None,
                          PYTHONMALLOC=None)
 
