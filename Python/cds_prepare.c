@@ -332,14 +332,11 @@ module_checksum(_PyCDS_Archive *a, const _PyCDS_View *v,
    leaves the module half relocated, but a module that fails here is never
    used, and its pages are its own. */
 static int
-relocate_module(_PyCDS_Archive *a, const _PyCDS_View *v, const uint64_t *relocs,
-                uint64_t *to_strings)
+relocate_in_place(_PyCDS_Archive *a, const _PyCDS_View *v,
+                  const uint64_t *relocs)
 {
     const cds_index_entry *e = v->e;
-    uint64_t preferred = a->map.hdr->preferred_base;
-    uint64_t str_lo = a->map.hdr->region_offset[R_STR];
-    uint64_t str_size = a->map.hdr->region_size[R_STR];
-    if (a->protect && !a->copy) {
+    if (a->protect) {
         _PyCDS_ProtectRange(&a->map, e->range[R_COLD - 1][0],
                             e->range[R_COLD - 1][1], 1);
     }
@@ -353,40 +350,87 @@ relocate_module(_PyCDS_Archive *a, const _PyCDS_View *v, const uint64_t *relocs,
         }
         prev = rec & ~(uint64_t)7;
         intptr_t delta = (rec & 1) ? a->map.image_delta : a->map.archive_delta;
-        if (delta == 0 && !(a->copy && !(rec & 1))) {
+        if (delta == 0) {
             continue;
         }
         if ((rec & 6) || !_PyCDS_InModule(e, rec & ~(uint64_t)1, 8)) {
             bad = 1;
             break;
         }
-        uint64_t *slot = (uint64_t *)_PyCDS_ViewAddr(v, rec & ~(uint64_t)1);
-        if (!a->copy || (rec & 1)) {
-            *slot += (uint64_t)delta;
-            continue;
-        }
-        /* copy mode: a pointer to an object of the module goes to its
-           copy; one to a shared string, into the mapping */
-        uint64_t target = *slot - preferred;
-        char *to = _PyCDS_InModule(e, target, 0) ? _PyCDS_ViewAddr(v, target)
-                                                 : NULL;
-        if (to != NULL) {
-            *slot = (uint64_t)(uintptr_t)to;
-        }
-        else if (target - str_lo < str_size) {
-            *slot = (uint64_t)(uintptr_t)(a->map.base + target);
-            (*to_strings)++;
-        }
-        else {
-            bad = 1;
-            break;
-        }
+        *(uint64_t *)_PyCDS_ViewAddr(v, rec & ~(uint64_t)1) += (uint64_t)delta;
     }
-    if (a->protect && !a->copy) {
+    if (a->protect) {
         _PyCDS_ProtectRange(&a->map, e->range[R_COLD - 1][0],
                             e->range[R_COLD - 1][1], 0);
     }
     return bad ? -1 : 0;
+}
+
+/* Copy mode: every record is applied to the copy.  A pointer to an object
+   of the module goes to its copy, one to a shared string into the mapping
+   (counted in *to_strings: the intern fixups must replace them all), one
+   into the image moves with it.  The module's ranges are in file order
+   (regions are), and so are the slots: the range of each slot follows
+   the one of the slot before. */
+static int
+relocate_copy(_PyCDS_Archive *a, const _PyCDS_View *v, const uint64_t *relocs,
+              uint64_t *to_strings)
+{
+    const cds_index_entry *e = v->e;
+    uint64_t preferred = a->map.hdr->preferred_base;
+    uint64_t str_lo = a->map.hdr->region_offset[R_STR];
+    uint64_t str_size = a->map.hdr->region_size[R_STR];
+    uint64_t lo[CDS_NRANGES], len[CDS_NRANGES];
+    uint64_t to[CDS_NRANGES];       /* file offset + to[r]: the copy */
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        lo[r] = e->range[r][0];
+        len[r] = e->range[r][1] - e->range[r][0];
+        to[r] = (uint64_t)(uintptr_t)v->at[r] - lo[r];
+    }
+    uint64_t image = (uint64_t)a->map.image_delta;
+    uint64_t strings = (uint64_t)(uintptr_t)a->map.base;
+    int r = 0;
+    uint64_t prev = 0;
+    for (uint64_t k = 0; k < e->reloc_count; k++) {
+        uint64_t rec = relocs[k];
+        uint64_t off = rec & ~(uint64_t)7;
+        if ((k > 0 && off <= prev) || (rec & 6)) {
+            return -1;
+        }
+        prev = off;
+        while (r < CDS_NRANGES && off - lo[r] >= len[r]) {
+            r++;
+        }
+        if (r == CDS_NRANGES || len[r] - (off - lo[r]) < 8) {
+            return -1;
+        }
+        uint64_t *slot = (uint64_t *)(uintptr_t)(off + to[r]);
+        if (rec & 1) {
+            *slot += image;
+            continue;
+        }
+        uint64_t target = *slot - preferred;
+        if (target - lo[R_CODE - 1] < len[R_CODE - 1]) {
+            *slot = target + to[R_CODE - 1];
+        }
+        else if (target - lo[R_TUP - 1] < len[R_TUP - 1]) {
+            *slot = target + to[R_TUP - 1];
+        }
+        else if (target - lo[R_WARM - 1] < len[R_WARM - 1]) {
+            *slot = target + to[R_WARM - 1];
+        }
+        else if (target - lo[R_COLD - 1] < len[R_COLD - 1]) {
+            *slot = target + to[R_COLD - 1];
+        }
+        else if (target - str_lo < str_size) {
+            *slot = target + strings;
+            (*to_strings)++;
+        }
+        else {
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* Copy mode: the string the fixups of the shared string 's' (in the
@@ -579,7 +623,9 @@ _PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *na
         if (_PyCDS_Checksum(0, relocs, 8 * e->reloc_count) != e->reloc_checksum) {
             return "relocations checksum mismatch (corrupt archive)";
         }
-        if (relocate_module(a, &view, relocs, &to_strings) < 0) {
+        if ((a->copy ? relocate_copy(a, &view, relocs, &to_strings)
+                     : relocate_in_place(a, &view, relocs)) < 0)
+        {
             return "bad relocation (corrupt archive)";
         }
         a->relocated++;
