@@ -21,6 +21,11 @@ typedef struct {
 
 extern int _PyCDS_BufAppend(buffer *b, const void *data, size_t size);
 
+/* What a pointer slot points at: an object of the archive (laid out for
+   the preferred address) or one of the interpreter image.  The file does
+   not record it: the slot's value tells (cds_format.h). */
+enum { RELOC_ARCHIVE = 0, RELOC_IMAGE = 1 };
+
 /* A pointer slot, by region and offset within the region. */
 typedef struct {
     uint32_t region;
@@ -46,6 +51,7 @@ typedef struct {
     uint64_t code;
     uint64_t start[CDS_NREGIONS], end[CDS_NREGIONS];
     size_t ptr_start, ptr_end;       /* in writer.ptrs */
+    uint64_t reloc_word;             /* layout: its relocation bitmap */
     size_t fix_start, fix_end;       /* in writer.fixups */
 } module_rec;
 

@@ -30,7 +30,7 @@
 #endif
 
 #define CDS_MAGIC "PYCDS\r\n\x1a"
-#define CDS_FORMAT_VERSION 3
+#define CDS_FORMAT_VERSION 4
 #define CDS_COMPLETE 0x45544c504d4f43ULL     /* "COMPLETE"-ish marker */
 #define CDS_PAGE 4096
 /* Where DUMP lays the archive out and SHARE tries to map it: far from the
@@ -73,7 +73,7 @@ typedef struct {
     uint64_t index_offset;       /* module_count * cds_index_entry */
     uint64_t module_count;
     uint64_t strtab_offset, strtab_size;
-    uint64_t reloc_offset, reloc_count;   /* uint64 records */
+    uint64_t reloc_offset, reloc_count;   /* uint64 bitmap words */
     uint64_t fixup_offset, fixup_count;   /* cds_fixup records */
     uint64_t region_offset[CDS_NREGIONS];  /* page-aligned, in this order */
     uint64_t region_size[CDS_NREGIONS];
@@ -103,19 +103,36 @@ typedef struct {
     uint64_t code;               /* file offset of the module's code object */
     uint64_t range[CDS_NRANGES][2];  /* file offsets of its objects: start,
                                         end in regions R_TUP .. R_COLD */
-    uint64_t reloc_start, reloc_count;   /* indexes into the relocations */
+    uint64_t reloc_start, reloc_count;   /* its bitmap words (below) */
     uint64_t fixup_start, fixup_count;   /* indexes into the fixups */
     uint64_t checksum;           /* of its objects, fixups, shared strings */
     uint64_t reloc_checksum;     /* of its relocations, read only if it must
                                     be relocated */
 } cds_index_entry;
 
-/* A relocation is a uint64: (file offset of a pointer slot) | target,
-   target RELOC_ARCHIVE (add the archive's displacement) or RELOC_IMAGE
-   (add the interpreter image's load address).  A module's records are in
-   strictly ascending order, so that no slot is relocated twice. */
-#define RELOC_ARCHIVE 0
-#define RELOC_IMAGE 1
+/* The relocations of a module are a bitmap of its pointer slots, one run
+   of bits per range, in range order, each run starting on a word of the
+   bitmap: bit i of the run of a range that starts at file offset 'start'
+   marks the 8-byte word at (start & ~7) + 8 i (ranges need not start on
+   8 bytes: the objects in them start on CDS_ALIGN).  A slot holds either
+   an address in the archive laid out for preferred_base (moved by the
+   archive's displacement) or one in the interpreter image (moved with the
+   image); its value says which. */
+static inline uint64_t
+_PyCDS_RangeRelocWords(uint64_t start, uint64_t end)
+{
+    return ((end - (start & ~(uint64_t)7)) / 8 + 63) / 64;
+}
+
+static inline uint64_t
+_PyCDS_RelocWords(const uint64_t range[][2])
+{
+    uint64_t n = 0;
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        n += _PyCDS_RangeRelocWords(range[r][0], range[r][1]);
+    }
+    return n;
+}
 
 enum {
     FIXUP_INTERN = 1,     /* slot -> archived str: intern it */

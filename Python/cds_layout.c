@@ -91,7 +91,13 @@ place_regions(writer *w, cds_header *h, size_t n, size_t strtab_len,
     h->strtab_offset = h->index_offset + n * sizeof(cds_index_entry);
     h->strtab_size = strtab_len;
     h->reloc_offset = align16(h->strtab_offset + h->strtab_size);
-    h->reloc_count = w->ptrs.len;
+    h->reloc_count = 0;
+    for (size_t i = 0; i < w->nmodules; i++) {
+        const module_rec *m = &w->modules[i];
+        for (int r = R_STR + 1; r < CDS_NREGIONS; r++) {
+            h->reloc_count += _PyCDS_RangeRelocWords(m->start[r], m->end[r]);
+        }
+    }
     h->fixup_offset = h->reloc_offset + 8 * h->reloc_count;
     h->fixup_count = w->fixups.len;
     uint64_t at = h->fixup_offset + sizeof(cds_fixup) * h->fixup_count;
@@ -109,21 +115,34 @@ place_regions(writer *w, cds_header *h, size_t n, size_t strtab_len,
     region_base[R_STR] += seed_pad;
 }
 
-/* Resolve archive-internal pointers for the preferred address, and make
-   the relocation and fixup records. */
+/* Resolve archive-internal pointers for the preferred address, set the
+   modules' relocation bits (each module's bitmap at its reloc_word), and
+   make the fixup records. */
 static void
 resolve_pointers(writer *w, const uint64_t region_base[CDS_NREGIONS + 1],
                  uint64_t *relocs, cds_fixup *fixups)
 {
-    for (size_t i = 0; i < w->ptrs.len; i++) {
-        slot_rec *r = &w->ptrs.items[i];
-        uint64_t file_off = region_base[r->region] + r->offset;
-        if (r->kind == RELOC_ARCHIVE) {
-            uint64_t value = CDS_PREFERRED_BASE + region_base[r->target_region]
-                             + r->target;
-            memcpy(w->region[r->region].data + r->offset, &value, 8);
+    for (size_t i = 0; i < w->nmodules; i++) {
+        const module_rec *m = &w->modules[i];
+        uint64_t word[CDS_NREGIONS];    /* where each range's bits start */
+        uint64_t at = m->reloc_word;
+        for (int r = R_STR + 1; r < CDS_NREGIONS; r++) {
+            word[r] = at;
+            at += _PyCDS_RangeRelocWords(m->start[r], m->end[r]);
         }
-        relocs[i] = file_off | r->kind;
+        for (size_t k = m->ptr_start; k < m->ptr_end; k++) {
+            slot_rec *p = &w->ptrs.items[k];
+            if (p->kind == RELOC_ARCHIVE) {
+                uint64_t value = CDS_PREFERRED_BASE
+                                 + region_base[p->target_region] + p->target;
+                memcpy(w->region[p->region].data + p->offset, &value, 8);
+            }
+            assert(p->region > R_STR && p->region < CDS_NREGIONS);
+            /* region offsets and file offsets agree modulo the page */
+            uint64_t bit = (p->offset - (m->start[p->region] & ~(uint64_t)7))
+                           / 8;
+            relocs[word[p->region] + bit / 64] |= (uint64_t)1 << (bit % 64);
+        }
     }
     for (size_t i = 0; i < w->fixups.len; i++) {
         slot_rec *r = &w->fixups.items[i];
@@ -161,15 +180,7 @@ module_checksum(writer *w, const module_rec *m, const cds_fixup *fixups,
     return c;
 }
 
-static int
-compare_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* The per-module index entries, with their checksums; each module's
-   relocations sorted (SHARE rejects a slot relocated twice). */
+/* The per-module index entries, with their checksums. */
 static void
 fill_index(writer *w, module_rec **order, size_t n, const cds_header *h,
            const uint64_t region_base[CDS_NREGIONS + 1],
@@ -189,11 +200,10 @@ fill_index(writer *w, module_rec **order, size_t n, const cds_header *h,
             e->range[r][0] = h->region_offset[r + 1] + m->start[r + 1];
             e->range[r][1] = h->region_offset[r + 1] + m->end[r + 1];
         }
-        e->reloc_start = m->ptr_start;
-        e->reloc_count = m->ptr_end - m->ptr_start;
+        e->reloc_start = m->reloc_word;
+        e->reloc_count = _PyCDS_RelocWords(e->range);
         e->fixup_start = m->fix_start;
         e->fixup_count = m->fix_end - m->fix_start;
-        qsort(relocs + e->reloc_start, e->reloc_count, 8, compare_u64);
         e->reloc_checksum = _PyCDS_Checksum(0, relocs + e->reloc_start,
                                             8 * e->reloc_count);
         e->checksum = module_checksum(w, m, fixups, e);
@@ -218,11 +228,10 @@ _PyCDS_BuilderLayout(_PyCDS_Builder *w, _PyCDS_Layout *lay)
     module_rec **order = PyMem_RawMalloc((n ? n : 1) * sizeof(module_rec *));
     buffer strtab = {NULL, 0, 0};
     lay->index = PyMem_RawCalloc(n ? n : 1, sizeof(cds_index_entry));
-    lay->relocs = PyMem_RawMalloc((w->ptrs.len ? w->ptrs.len : 1) * 8);
+    lay->relocs = NULL;    /* once the bitmap's size is known */
     lay->fixups = PyMem_RawMalloc((w->fixups.len ? w->fixups.len : 1)
                                   * sizeof(cds_fixup));
-    if (order == NULL || lay->index == NULL || lay->relocs == NULL
-        || lay->fixups == NULL)
+    if (order == NULL || lay->index == NULL || lay->fixups == NULL)
     {
         PyErr_NoMemory();
         goto error;
@@ -243,6 +252,20 @@ _PyCDS_BuilderLayout(_PyCDS_Builder *w, _PyCDS_Layout *lay)
     _PyCDS_Fingerprint(h->fingerprint);
     uint64_t region_base[CDS_NREGIONS + 1];
     place_regions(w, h, n, strtab.len, region_base);
+    lay->relocs = PyMem_RawCalloc(h->reloc_count ? h->reloc_count : 1, 8);
+    if (lay->relocs == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    /* each module's bitmap, in index order */
+    uint64_t words = 0;
+    for (size_t i = 0; i < n; i++) {
+        order[i]->reloc_word = words;
+        for (int r = R_STR + 1; r < CDS_NREGIONS; r++) {
+            words += _PyCDS_RangeRelocWords(order[i]->start[r],
+                                            order[i]->end[r]);
+        }
+    }
     h->seed_checksum = _PyCDS_Checksum(0, w->region[R_SEED].data
                                           ? w->region[R_SEED].data : "",
                                        h->seed_size);

@@ -210,9 +210,11 @@ _PyCDS_ModuleView(const _PyCDS_Archive *a, size_t i, _PyCDS_View *v)
             v->at[r] = a->map.base + e->range[r][0];
         }
         else {
+            /* as aligned as in the file: objects start on CDS_ALIGN */
+            at += e->range[r][0] % CDS_ALIGN;
             v->at[r] = block + at;
-            at += (e->range[r][1] - e->range[r][0] + CDS_ALIGN - 1)
-                  & ~(uint64_t)(CDS_ALIGN - 1);
+            at += e->range[r][1] - e->range[r][0];
+            at = (at + CDS_ALIGN - 1) & ~(uint64_t)(CDS_ALIGN - 1);
         }
     }
 }
@@ -234,12 +236,12 @@ drop_pages(const void *p, uint64_t len)
 /* Copy mode: copy the module's ranges to one heap block, each range
    16-aligned as in the file. */
 static char *
-copy_module(_PyCDS_Archive *a, const cds_index_entry *e)
+copy_module(_PyCDS_Archive *a, size_t index)
 {
+    const cds_index_entry *e = &a->map.index[index];
     uint64_t size = 0;
     for (int r = 0; r < CDS_NRANGES; r++) {
-        size += (e->range[r][1] - e->range[r][0] + CDS_ALIGN - 1)
-                & ~(uint64_t)(CDS_ALIGN - 1);
+        size += CDS_ALIGN + (e->range[r][1] - e->range[r][0]);
     }
     char *raw = PyMem_RawMalloc(size + CDS_ALIGN);
     if (raw == NULL) {
@@ -248,11 +250,12 @@ copy_module(_PyCDS_Archive *a, const cds_index_entry *e)
     /* never freed: the objects are immortal */
     char *block = (char *)(((uintptr_t)raw + CDS_ALIGN - 1)
                            & ~(uintptr_t)(CDS_ALIGN - 1));
-    uint64_t at = 0;
+    a->mod_block[index] = block;
+    _PyCDS_View v;
+    _PyCDS_ModuleView(a, index, &v);
     for (int r = 0; r < CDS_NRANGES; r++) {
-        uint64_t len = e->range[r][1] - e->range[r][0];
-        memcpy(block + at, a->map.base + e->range[r][0], len);
-        at += (len + CDS_ALIGN - 1) & ~(uint64_t)(CDS_ALIGN - 1);
+        memcpy(v.at[r], a->map.base + e->range[r][0],
+               e->range[r][1] - e->range[r][0]);
     }
     return block;
 }
@@ -274,6 +277,7 @@ entry_ok(_PyCDS_Archive *a, const cds_index_entry *e)
     }
     return !(e->reloc_start > h->reloc_count
              || e->reloc_count > h->reloc_count - e->reloc_start
+             || e->reloc_count != _PyCDS_RelocWords(e->range)
              || e->fixup_start > h->fixup_count
              || e->fixup_count > h->fixup_count - e->fixup_start
              || !_PyCDS_InModule(e, e->code, sizeof(PyCodeObject)));
@@ -326,38 +330,46 @@ module_checksum(_PyCDS_Archive *a, const _PyCDS_View *v,
     return c;
 }
 
-/* Relocate only when something moved: otherwise nothing is written.  Each
-   record is checked before it is applied, and only the records of what
-   moved are (usually the image only: each object's type).  A bad record
-   leaves the module half relocated, but a module that fails here is never
-   used, and its pages are its own. */
+/* Relocate only when something moved: otherwise nothing is written.
+   Each set bit of the module's bitmap is a pointer slot; its value says
+   whether it points into the archive (as laid out for preferred_base) or
+   into the interpreter image, and only what moved is written.  A bit past
+   the end of its range is refused.  A bad bitmap leaves the module half
+   relocated, but a module that fails here is never used, and its pages
+   are its own. */
 static int
 relocate_in_place(_PyCDS_Archive *a, const _PyCDS_View *v,
                   const uint64_t *relocs)
 {
     const cds_index_entry *e = v->e;
+    uint64_t preferred = a->map.hdr->preferred_base;
+    uint64_t size = a->map.hdr->file_size;
+    uint64_t archive = (uint64_t)a->map.archive_delta;
+    uint64_t image = (uint64_t)a->map.image_delta;
     if (a->protect) {
         _PyCDS_ProtectRange(&a->map, e->range[R_COLD - 1][0],
                             e->range[R_COLD - 1][1], 1);
     }
     int bad = 0;
-    uint64_t prev = 0;      /* slots strictly ascending: none moved twice */
-    for (uint64_t k = 0; k < e->reloc_count; k++) {
-        uint64_t rec = relocs[k];
-        if (k > 0 && (rec & ~(uint64_t)7) <= prev) {
-            bad = 1;
-            break;
+    for (int r = 0; r < CDS_NRANGES && !bad; r++) {
+        /* offsets from the range's start rounded down to 8 bytes */
+        uint64_t skew = e->range[r][0] & 7;
+        uint64_t end = e->range[r][1] - (e->range[r][0] - skew);
+        uint64_t nw = _PyCDS_RangeRelocWords(e->range[r][0], e->range[r][1]);
+        char *at = v->at[r] - skew;
+        for (uint64_t w = 0; w < nw; w++) {
+            uint64_t bits = *relocs++;
+            while (bits) {
+                uint64_t off = 8 * (64 * w + (uint64_t)__builtin_ctzll(bits));
+                bits &= bits - 1;
+                if (off < skew || off + 8 > end) {
+                    bad = 1;
+                    break;
+                }
+                uint64_t *slot = (uint64_t *)(at + off);
+                *slot += (*slot - preferred < size) ? archive : image;
+            }
         }
-        prev = rec & ~(uint64_t)7;
-        intptr_t delta = (rec & 1) ? a->map.image_delta : a->map.archive_delta;
-        if (delta == 0) {
-            continue;
-        }
-        if ((rec & 6) || !_PyCDS_InModule(e, rec & ~(uint64_t)1, 8)) {
-            bad = 1;
-            break;
-        }
-        *(uint64_t *)_PyCDS_ViewAddr(v, rec & ~(uint64_t)1) += (uint64_t)delta;
     }
     if (a->protect) {
         _PyCDS_ProtectRange(&a->map, e->range[R_COLD - 1][0],
@@ -366,18 +378,17 @@ relocate_in_place(_PyCDS_Archive *a, const _PyCDS_View *v,
     return bad ? -1 : 0;
 }
 
-/* Copy mode: every record is applied to the copy.  A pointer to an object
-   of the module goes to its copy, one to a shared string into the mapping
+/* Copy mode: every slot is written in the copy.  A pointer to an object of
+   the module goes to its copy, one to a shared string into the mapping
    (counted in *to_strings: the intern fixups must replace them all), one
-   into the image moves with it.  The module's ranges are in file order
-   (regions are), and so are the slots: the range of each slot follows
-   the one of the slot before. */
+   into the image moves with it; anything else is refused. */
 static int
 relocate_copy(_PyCDS_Archive *a, const _PyCDS_View *v, const uint64_t *relocs,
               uint64_t *to_strings)
 {
     const cds_index_entry *e = v->e;
     uint64_t preferred = a->map.hdr->preferred_base;
+    uint64_t size = a->map.hdr->file_size;
     uint64_t str_lo = a->map.hdr->region_offset[R_STR];
     uint64_t str_size = a->map.hdr->region_size[R_STR];
     uint64_t lo[CDS_NRANGES], len[CDS_NRANGES];
@@ -389,45 +400,44 @@ relocate_copy(_PyCDS_Archive *a, const _PyCDS_View *v, const uint64_t *relocs,
     }
     uint64_t image = (uint64_t)a->map.image_delta;
     uint64_t strings = (uint64_t)(uintptr_t)a->map.base;
-    int r = 0;
-    uint64_t prev = 0;
-    for (uint64_t k = 0; k < e->reloc_count; k++) {
-        uint64_t rec = relocs[k];
-        uint64_t off = rec & ~(uint64_t)7;
-        if ((k > 0 && off <= prev) || (rec & 6)) {
-            return -1;
-        }
-        prev = off;
-        while (r < CDS_NRANGES && off - lo[r] >= len[r]) {
-            r++;
-        }
-        if (r == CDS_NRANGES || len[r] - (off - lo[r]) < 8) {
-            return -1;
-        }
-        uint64_t *slot = (uint64_t *)(uintptr_t)(off + to[r]);
-        if (rec & 1) {
-            *slot += image;
-            continue;
-        }
-        uint64_t target = *slot - preferred;
-        if (target - lo[R_CODE - 1] < len[R_CODE - 1]) {
-            *slot = target + to[R_CODE - 1];
-        }
-        else if (target - lo[R_TUP - 1] < len[R_TUP - 1]) {
-            *slot = target + to[R_TUP - 1];
-        }
-        else if (target - lo[R_WARM - 1] < len[R_WARM - 1]) {
-            *slot = target + to[R_WARM - 1];
-        }
-        else if (target - lo[R_COLD - 1] < len[R_COLD - 1]) {
-            *slot = target + to[R_COLD - 1];
-        }
-        else if (target - str_lo < str_size) {
-            *slot = target + strings;
-            (*to_strings)++;
-        }
-        else {
-            return -1;
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        uint64_t skew = lo[r] & 7;
+        uint64_t end = len[r] + skew;
+        uint64_t nw = _PyCDS_RangeRelocWords(lo[r], lo[r] + len[r]);
+        char *at = v->at[r] - skew;
+        for (uint64_t w = 0; w < nw; w++) {
+            uint64_t bits = *relocs++;
+            while (bits) {
+                uint64_t off = 8 * (64 * w + (uint64_t)__builtin_ctzll(bits));
+                bits &= bits - 1;
+                if (off < skew || off + 8 > end) {
+                    return -1;
+                }
+                uint64_t *slot = (uint64_t *)(at + off);
+                uint64_t target = *slot - preferred;
+                if (target >= size) {
+                    *slot += image;
+                }
+                else if (target - lo[R_CODE - 1] < len[R_CODE - 1]) {
+                    *slot = target + to[R_CODE - 1];
+                }
+                else if (target - lo[R_TUP - 1] < len[R_TUP - 1]) {
+                    *slot = target + to[R_TUP - 1];
+                }
+                else if (target - lo[R_WARM - 1] < len[R_WARM - 1]) {
+                    *slot = target + to[R_WARM - 1];
+                }
+                else if (target - lo[R_COLD - 1] < len[R_COLD - 1]) {
+                    *slot = target + to[R_COLD - 1];
+                }
+                else if (target - str_lo < str_size) {
+                    *slot = target + strings;
+                    (*to_strings)++;
+                }
+                else {
+                    return -1;
+                }
+            }
         }
     }
     return 0;
@@ -599,8 +609,7 @@ _PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *na
                     || a->map.image_delta != 0);
     if (a->copy) {
         /* checked after the copy: what is used is what was checked */
-        a->mod_block[index] = copy_module(a, e);
-        if (a->mod_block[index] == NULL) {
+        if (copy_module(a, index) == NULL) {
             return "out of memory";
         }
     }

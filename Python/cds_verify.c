@@ -15,8 +15,8 @@
  * in its place;
  * every FIXUP_FROZENSET targets a tuple of the module and every FIXUP_CODE
  * a code object.  They run after
- * relocation, whose records are checked strictly ascending and inside the
- * module as they are applied (cds_share.c).
+ * relocation, whose bitmap marks slots inside the module's ranges only
+ * (cds_prepare.c checks each bit as it applies it).
  *
  * -X cds_verify also checks that values are in CPython's canonical form
  * (strings of the narrowest kind, ints normalized), which equality and

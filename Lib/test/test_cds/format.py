@@ -7,7 +7,7 @@ the tests check the format as documented.
 import struct
 
 MAGIC = b'PYCDS\r\n\x1a'
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 COMPLETE = 0x45544c504d4f43
 PAGE = 4096
 
@@ -99,11 +99,61 @@ def read_index(data):
     return entries
 
 
-def relocations(data, entry):
+def reloc_runs(entry):
+    """Each range's run of relocation bits: (range, start, end, first
+    word of the run in the module's bitmap, words); bit i of a run marks
+    the 8-byte word at (start & ~7) + 8 i."""
+    runs, word = [], 0
+    for r in MODULE_REGIONS:
+        start, end = entry[f'{r}_start'], entry[f'{r}_end']
+        n = ((end - (start & ~7)) // 8 + 63) // 64 if end >= start else 0
+        runs.append((r, start, end, word, n))
+        word += n
+    return runs
+
+
+def reloc_words(data, entry):
     h = read_header(data)
     start = h['reloc_offset'] + 8 * entry['reloc_start']
     return [w for (w,) in struct.iter_unpack(
         '<Q', data[start:start + 8 * entry['reloc_count']])]
+
+
+def relocations(data, entry):
+    """The module's pointer slots, ascending, as offset | 1 for a pointer
+    into the interpreter image and offset | 0 for one into the archive (the
+    slot's value says which); bits past a range's end are included."""
+    h = read_header(data)
+    words = reloc_words(data, entry)
+    slots = []
+    for r, start, end, first, n in reloc_runs(entry):
+        for k, w in enumerate(words[first:first + n]):
+            while w:
+                b = (w & -w).bit_length() - 1
+                w &= w - 1
+                off = (start & ~7) + 8 * (64 * k + b)
+                try:
+                    v = struct.unpack_from('<Q', data, off)[0]
+                except struct.error:
+                    v = 0
+                image = not (0 <= v - h['preferred_base'] < h['file_size'])
+                slots.append(off | image)
+    return slots
+
+
+def encode_relocations(entry, slots):
+    """The bitmap words of these slots (offset | kind: the kind is not
+    stored); slots that no run of the module covers are left out."""
+    runs = reloc_runs(entry)
+    words = [0] * (runs[-1][3] + runs[-1][4])
+    for s in slots:
+        off = s & ~7
+        for r, start, end, first, n in runs:
+            bit = (off - (start & ~7)) // 8
+            if 0 <= bit < 64 * n and off >= (start & ~7):
+                words[first + bit // 64] |= 1 << (bit % 64)
+                break
+    return words
 
 
 def fixups(data, entry):
@@ -120,8 +170,10 @@ def source_hash(source):
     return int.from_bytes(importlib.util.source_hash(source), 'little')
 
 
-def in_module(entry, offset):
-    return any(entry[f'{r}_start'] <= offset < entry[f'{r}_end']
+def in_module(entry, offset, size=0):
+    return any(entry[f'{r}_start'] <= offset
+               and offset + size <= entry[f'{r}_end']
+               and offset < entry[f'{r}_end']
                for r in MODULE_REGIONS)
 
 
@@ -191,13 +243,12 @@ def validate(data):
         rs = h['reloc_offset'] + 8 * e['reloc_start']
         if checksum(data[rs:rs + 8 * e['reloc_count']]) != e['reloc_checksum']:
             problems.append(f"{e['name']}: relocations checksum")
-        records = relocations(data, e)
-        for r in records:
-            if not in_module(e, r & ~1):
+        runs = reloc_runs(e)
+        if e['reloc_count'] != runs[-1][3] + runs[-1][4]:
+            problems.append(f"{e['name']}: relocation bitmap size")
+        for r in relocations(data, e):
+            if not in_module(e, r & ~1, 8):
                 problems.append(f"{e['name']}: relocation outside the module")
-        if any(a >= b for a, b in zip(records, records[1:])):
-            problems.append(f"{e['name']}: relocations not strictly "
-                            "ascending (unsorted or duplicate)")
         for off, kind in fixups(data, e):
             if kind == 'intern':
                 target = struct.unpack_from('<Q', data, off)[0] - h['preferred_base']

@@ -273,49 +273,55 @@ class ForgedArchiveTests(AppTestCase):
             struct.pack_into('<Q', data, fs, (1 << 64) - 8)
         self.check_refused(mutate)
 
-    def test_relocation_applied_twice(self):
-        # the record of co_consts replaced by a second one of co_names:
-        # co_names moves twice, co_consts not at all
+    def set_relocations(self, data, h, e, slots):
+        rs = h['reloc_offset'] + 8 * e['reloc_start']
+        words = cdsformat.encode_relocations(e, slots)
+        self.assertEqual(len(words), e['reloc_count'])
+        struct.pack_into(f'<{len(words)}Q', data, rs, *words)
+
+    def test_relocation_missing(self):
+        # the bit of co_consts cleared: the slot keeps the address laid out
+        # for the preferred base, not where the tuple is
         def mutate(data, h, e):
-            rs = h['reloc_offset'] + 8 * e['reloc_start']
-            recs = [self.u64(data, rs + 8 * k) for k in range(e['reloc_count'])]
-            k_consts = recs.index(e['code'] + CO_CONSTS)
-            names = recs.index(e['code'] + CO_NAMES)
-            struct.pack_into('<Q', data, rs + 8 * k_consts, recs[names])
+            slots = cdsformat.relocations(data, e)
+            slots.remove(e['code'] + CO_CONSTS)
+            self.set_relocations(data, h, e, slots)
+        self.check_refused(mutate)
         self.check_refused(mutate, relocate=True)
 
-    def check_bad_relocations(self, mutate):
-        # the records of a module must be strictly ascending: a record
-        # given twice would move its slot twice
-        def checked(data, h, e):
-            mutate(data, h, e)
-            self.assertTrue(any('relocations not strictly ascending' in p
-                                for p in cdsformat.validate(data)))
-        r = self.check_refused(checked, relocate=True)
+    def test_relocation_of_a_number(self):
+        # a bit set on co_argcount and its neighbours (ints, not pointers):
+        # moving them by the displacement makes them garbage
+        def mutate(data, h, e):
+            slots = cdsformat.relocations(data, e)
+            slots.append(e['code'] + CO_FRAMESIZE & ~7)
+            self.set_relocations(data, h, e, sorted(set(slots)))
+        self.check_refused(mutate)
+
+    def test_relocation_past_the_end_of_a_range(self):
+        # a bit of the last word of a run beyond its range: it would move
+        # 8 bytes of the next module
+        def mutate(data, h, e):
+            rs = h['reloc_offset'] + 8 * e['reloc_start']
+            for r, start, end, first, n in cdsformat.reloc_runs(e):
+                last = (start & ~7) + 8 * 64 * n - 8
+                if n and last >= end:
+                    at = rs + 8 * (first + n - 1)
+                    struct.pack_into('<Q', data, at,
+                                     self.u64(data, at) | (1 << 63))
+                    self.assertTrue(any('relocation outside the module' in p
+                                        for p in cdsformat.validate(data)))
+                    return
+            self.skipTest('every run ends on its range\'s end')
+        r = self.check_refused(mutate)
         self.assertIn('cds: module cdsapp.shapes: bad relocation '
                       '(corrupt archive)', r.stderr)
 
-    def relocation_records(self, data, h, e):
-        rs = h['reloc_offset'] + 8 * e['reloc_start']
-        return rs, [self.u64(data, rs + 8 * k) for k in range(e['reloc_count'])]
-
-    def test_relocation_records_duplicated(self):
-        # a record of a slot that the structural checks do not look at
-        # (the last one: an item of a constant) given twice, in place of
-        # its neighbour's
+    def test_relocation_bitmap_of_another_size(self):
         def mutate(data, h, e):
-            rs, recs = self.relocation_records(data, h, e)
-            self.assertGreater(len(recs), 2)
-            struct.pack_into('<Q', data, rs + 8 * (len(recs) - 2), recs[-1])
-        self.check_bad_relocations(mutate)
-
-    def test_relocation_records_unsorted(self):
-        # the same records in another order: each slot still moved once,
-        # but the order is part of the format
-        def mutate(data, h, e):
-            rs, recs = self.relocation_records(data, h, e)
-            struct.pack_into('<QQ', data, rs, recs[1], recs[0])
-        self.check_bad_relocations(mutate)
+            e['reloc_count'] -= 1
+        r = self.check_refused(mutate)
+        self.assertIn('cds: module cdsapp.shapes: bad index entry', r.stderr)
 
     # -- what the structural checks refuse (cds_verify.c): what a fuzzer
     # of forged archives crashed the interpreter with before they did

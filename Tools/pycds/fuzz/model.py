@@ -169,9 +169,9 @@ class Model:
                 for r in self.fmt.MODULE_REGIONS]
 
     def relocs(self, data, e):
-        start = self.h['reloc_offset'] + 8 * e['reloc_start']
-        words = data[start:start + 8 * e['reloc_count']]
-        return [w for (w,) in struct.iter_unpack('<Q', words)]
+        """The module's relocations as records (slot offset | 1 if it
+        points into the image), decoded from its bitmap."""
+        return self.fmt.relocations(data, e)
 
     def fixups(self, data, e):
         fx = self.fmt.FIXUP

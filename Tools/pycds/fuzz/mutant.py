@@ -45,11 +45,14 @@ class Mutant:
     # the records are written where they were: a changed reloc_start or
     # fixup_start then shifts the window the entry reads
 
-    def set_relocs(self, i, words):
+    def set_relocs(self, i, records):
+        """The module's bitmap with these records' slots (those no run of
+        the module covers cannot be expressed and are left out)."""
         e = self.m.entries[i]
         start = self.m.h['reloc_offset'] + 8 * e['reloc_start']
-        for k, w in enumerate(words):
-            put(self.data, start + 8 * k, w)
+        for k, w in enumerate(self.fmt.encode_relocations(e, records)):
+            if start + 8 * k + 8 <= len(self.data):
+                put(self.data, start + 8 * k, w)
 
     def set_fixups(self, i, records):
         e = self.m.entries[i]
