@@ -74,7 +74,7 @@ typedef struct {
     uint64_t module_count;
     uint64_t strtab_offset, strtab_size;
     uint64_t reloc_offset, reloc_count;   /* uint64 bitmap words */
-    uint64_t fixup_offset, fixup_count;   /* cds_fixup records */
+    uint64_t fixup_offset, fixup_count;   /* cds_fixup words */
     uint64_t region_offset[CDS_NREGIONS];  /* page-aligned, in this order */
     uint64_t region_size[CDS_NREGIONS];
     uint64_t seed_size;          /* start-up strings at the start of R_STR */
@@ -140,10 +140,10 @@ enum {
     FIXUP_CODE = 3,       /* offset of a code object: per-process init */
 };
 
-typedef struct {
-    uint64_t offset;
-    uint64_t kind;
-} cds_fixup;
+/* A fixup is a uint64: (file offset of an 8-aligned slot or object) | kind */
+typedef uint64_t cds_fixup;
+#define CDS_FIXUP_OFFSET(f) ((f) & ~(uint64_t)7)
+#define CDS_FIXUP_KIND(f) ((f) & 7)
 
 /* The code objects SHARE serves as heap copies (cds_share.c) and whose
    archived originals therefore get no FIXUP_CODE (cds_builder.c): the

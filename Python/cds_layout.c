@@ -146,8 +146,7 @@ resolve_pointers(writer *w, const uint64_t region_base[CDS_NREGIONS + 1],
     }
     for (size_t i = 0; i < w->fixups.len; i++) {
         slot_rec *r = &w->fixups.items[i];
-        fixups[i].offset = region_base[r->region] + r->offset;
-        fixups[i].kind = r->kind;
+        fixups[i] = (region_base[r->region] + r->offset) | r->kind;
     }
 }
 

@@ -145,10 +145,11 @@ release_archived_caches(PyObject *capsule)
         _PyCDS_ModuleView(a, (size_t)i, &view);
         for (uint64_t k = 0; k < e->fixup_count; k++) {
             const cds_fixup *f = &all[e->fixup_start + k];
-            if (f->kind != FIXUP_CODE) {
+            if (CDS_FIXUP_KIND(*f) != FIXUP_CODE) {
                 continue;
             }
-            PyCodeObject *co = (PyCodeObject *)_PyCDS_ViewAddr(&view, f->offset);
+            PyCodeObject *co = (PyCodeObject *)_PyCDS_ViewAddr(
+                &view, CDS_FIXUP_OFFSET(*f));
             _PyCoCached *cached = co->_co_cached;
             if (cached != NULL) {
                 co->_co_cached = NULL;
@@ -287,8 +288,9 @@ static int
 fixups_ok(_PyCDS_Archive *a, const cds_index_entry *e, const cds_fixup *fixups)
 {
     for (uint64_t k = 0; k < e->fixup_count; k++) {
-        if (!_PyCDS_InModule(e, fixups[k].offset, 8) || (fixups[k].offset & 7)
-            || fixups[k].kind < FIXUP_INTERN || fixups[k].kind > FIXUP_CODE)
+        if (!_PyCDS_InModule(e, CDS_FIXUP_OFFSET(fixups[k]), 8)
+            || CDS_FIXUP_KIND(fixups[k]) < FIXUP_INTERN
+            || CDS_FIXUP_KIND(fixups[k]) > FIXUP_CODE)
         {
             return 0;
         }
@@ -310,11 +312,12 @@ module_checksum(_PyCDS_Archive *a, const _PyCDS_View *v,
     c = _PyCDS_Checksum(c, fixups, sizeof(cds_fixup) * e->fixup_count);
     uint64_t prev_target = UINT64_MAX;
     for (uint64_t k = 0; k < e->fixup_count; k++) {
-        if (fixups[k].kind != FIXUP_INTERN) {
+        if (CDS_FIXUP_KIND(fixups[k]) != FIXUP_INTERN) {
             continue;
         }
         /* the slot still holds the address the dump laid out */
-        uint64_t target = *(const uint64_t *)_PyCDS_ViewAddr(v, fixups[k].offset)
+        uint64_t target = *(const uint64_t *)_PyCDS_ViewAddr(
+                              v, CDS_FIXUP_OFFSET(fixups[k]))
                           - a->map.hdr->preferred_base;
         if (target == prev_target) {
             continue;    /* the same string as the fixup before */
@@ -521,8 +524,9 @@ apply_fixups(_PyCDS_Archive *a, const _PyCDS_View *v, const cds_fixup *fixups,
     uint64_t str_size = a->map.hdr->region_size[R_STR];
     PyObject *last_s = NULL, *last_t = NULL;
     for (uint64_t k = 0; k < e->fixup_count; k++) {
-        PyObject **slot = (PyObject **)_PyCDS_ViewAddr(v, fixups[k].offset);
-        switch (fixups[k].kind) {
+        PyObject **slot = (PyObject **)_PyCDS_ViewAddr(
+            v, CDS_FIXUP_OFFSET(fixups[k]));
+        switch (CDS_FIXUP_KIND(fixups[k])) {
             case FIXUP_INTERN: {
                 /* consecutive fixups of the same string: intern it once */
                 PyObject *s = *slot;

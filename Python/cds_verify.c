@@ -407,8 +407,8 @@ static const char *
 fixup_targets_ok(checker *c, const cds_fixup *fixups, uint64_t count)
 {
     for (uint64_t k = 0; k < count; k++) {
-        void *at = _PyCDS_ViewAddr(c->view, fixups[k].offset);
-        if (fixups[k].kind == FIXUP_CODE) {
+        void *at = _PyCDS_ViewAddr(c->view, CDS_FIXUP_OFFSET(fixups[k]));
+        if (CDS_FIXUP_KIND(fixups[k]) == FIXUP_CODE) {
             if (!in_range(c, at, sizeof(PyCodeObject), R_CODE)
                 || Py_TYPE((PyObject *)at) != &PyCode_Type)
             {
@@ -416,7 +416,7 @@ fixup_targets_ok(checker *c, const cds_fixup *fixups, uint64_t count)
                        "(corrupt archive)";
             }
         }
-        if (fixups[k].kind == FIXUP_FROZENSET) {
+        if (CDS_FIXUP_KIND(fixups[k]) == FIXUP_FROZENSET) {
             PyObject *t = *(PyObject **)at;
             if (!in_module(c, t, sizeof(PyVarObject))
                 || !var_ok(c, t, &PyTuple_Type) || !items_ok(c, t))

@@ -33,7 +33,27 @@ ENTRY_FIELDS = (('kind', 'name_len', 'name_off', 'path_off', 'path_len',
                 + ('reloc_start', 'reloc_count', 'fixup_start', 'fixup_count',
                    'checksum', 'reloc_checksum'))
 KINDS = {1: 'source', 2: 'frozen'}
-FIXUP = struct.Struct('<QQ')
+class _FixupWord:
+    """A fixup: one 64-bit word, offset | kind, read and written as the
+    pair (offset, kind)."""
+    size = 8
+
+    def iter_unpack(self, data):
+        for (w,) in struct.iter_unpack('<Q', data):
+            yield w & ~7, w & 7
+
+    def unpack_from(self, data, offset=0):
+        w = struct.unpack_from('<Q', data, offset)[0]
+        return w & ~7, w & 7
+
+    def pack(self, off, kind):
+        return struct.pack('<Q', (off & ~7 | kind) & (1 << 64) - 1)
+
+    def pack_into(self, data, at, off, kind):
+        struct.pack_into('<Q', data, at, (off & ~7 | kind) & (1 << 64) - 1)
+
+
+FIXUP = _FixupWord()
 FIXUP_KINDS = {1: 'intern', 2: 'frozenset', 3: 'code'}
 
 M64 = (1 << 64) - 1

@@ -29,7 +29,7 @@ class ArchiveFileTests(unittest.TestCase):
         self.assertEqual(h['magic'], cdsformat.MAGIC)
         self.assertEqual(h['format_version'], cdsformat.FORMAT_VERSION)
         self.assertEqual(h['file_size'] % cdsformat.PAGE, 0)
-        end = h['fixup_offset'] + 16 * h['fixup_count']
+        end = h['fixup_offset'] + cdsformat.FIXUP.size * h['fixup_count']
         for region in cdsformat.REGIONS:
             # in order, page-aligned, every region used
             self.assertEqual(h[f'{region}_offset'] % cdsformat.PAGE, 0)

@@ -270,7 +270,7 @@ class ForgedArchiveTests(AppTestCase):
             k = [kind for off, kind in cdsformat.fixups(data, e)].index('code')
             fs = (h['fixup_offset']
                   + cdsformat.FIXUP.size * (e['fixup_start'] + k))
-            struct.pack_into('<Q', data, fs, (1 << 64) - 8)
+            struct.pack_into('<Q', data, fs, (1 << 64) - 8 | 3)   # code
         self.check_refused(mutate)
 
     def set_relocations(self, data, h, e, slots):
