@@ -486,8 +486,13 @@ interned_copy(_PyCDS_Archive *a, PyInterpreterState *interp, PyObject *s)
                                     : sizeof(PyCompactUnicodeObject))
                   + ((size_t)src->length + 1) * src->state.kind;
     /* like the archived strings: immortal, statically allocated (never
-       freed), in a block of its own */
+       freed); from the object allocator, as a normal import's strings,
+       but in a debug build, whose -X showrefcount counts its blocks */
+#ifdef Py_DEBUG
     PyASCIIObject *copy = PyMem_RawMalloc(size);
+#else
+    PyASCIIObject *copy = PyObject_Malloc(size);
+#endif
     if (copy == NULL) {
         _PyCDS_Log(1, "out of memory copying a string");
         return NULL;
@@ -498,7 +503,12 @@ interned_copy(_PyCDS_Archive *a, PyInterpreterState *interp, PyObject *s)
     copy->state.interned = SSTATE_NOT_INTERNED;
     PyObject *t = _PyUnicode_InternArchived(interp, (PyObject *)copy);
     if (t != (PyObject *)copy) {
-        PyMem_RawFree(copy);      /* an equal string was interned before */
+        /* an equal string was interned before */
+#ifdef Py_DEBUG
+        PyMem_RawFree(copy);
+#else
+        PyObject_Free(copy);
+#endif
     }
     a->str_copy[j].off = off;     /* R_STR is never at offset 0 */
     a->str_copy[j].str = t;       /* owns the reference, never released */
@@ -659,15 +669,15 @@ _PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *na
         return "a shared string without an intern fixup (corrupt archive)";
     }
     if (a->copy) {
-        /* What was read for this module is not kept in this process: the
+        /* What was read for the module is not kept in this process: the
            records and every object region (a fault maps a whole large
            folio of the page cache, so more than the module's own pages
-           are mapped); the shared strings stay mapped. */
-        const cds_header *hh = a->map.hdr;
-        drop_pages(base + hh->reloc_offset,
-                   hh->region_offset[R_STR] - hh->reloc_offset);
-        drop_pages(base + hh->region_offset[R_STR + 1],
-                   a->map.size - hh->region_offset[R_STR + 1]);
+           are mapped); the shared strings stay mapped.  (Dropping after
+           several modules instead leaves more mapped at the end.) */
+        drop_pages(base + h->reloc_offset,
+                   h->region_offset[R_STR] - h->reloc_offset);
+        drop_pages(base + h->region_offset[R_STR + 1],
+                   a->map.size - h->region_offset[R_STR + 1]);
     }
     a->prepared++;
     return NULL;

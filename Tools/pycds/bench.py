@@ -41,7 +41,7 @@ import sys
 import tempfile
 import time
 
-from test.test_cds.util import (STDLIB_IMPORTS, dump_args, pip_site, pyc_size,
+from test.test_cds.util import (NO_BASE, STDLIB_IMPORTS, dump_args, pip_site, pyc_size,
                                 run_python, share_args, timing_env, trace_args,
                                 write_stdlib_list)
 
@@ -233,8 +233,9 @@ def workloads(workdir, third_party=False, pip=False, python=None):
 
 
 def run(python, args, cwd):
+    # as given: the default archive is used unless the arguments say not
     return run_python(*args, python=python, cwd=cwd, env=timing_env(),
-                      timeout=None)
+                      timeout=None, default_archive=True)
 
 
 def hyperfine_times(python, variants, cwd, runs):
@@ -313,7 +314,7 @@ def extra_comparisons(python, workdir, common, runs, timer):
     with open(app, 'w') as f:
         f.write(STDLIB_APP)
     lst = os.path.join(workdir, 'trace-bench.lst')
-    off_args = common + ['stdlib_app.py']
+    off_args = common + ['-X', 'cds=off', 'stdlib_app.py']
     traced_args = common + trace_args(lst) + ['stdlib_app.py']
     off, trace = measure(python, [off_args, traced_args], workdir, runs, timer)
     t_off, t_trace = statistics.median(off), statistics.median(trace)
@@ -328,24 +329,57 @@ def extra_comparisons(python, workdir, common, runs, timer):
     whole_lst = os.path.join(workdir, 'whole.lst')
     whole = os.path.join(workdir, 'whole.cds')
     run(python, common + trace_args(small_lst) + ['-c', 'pass'], workdir)
-    run(python, common + dump_args(small_lst, small), workdir)
+    run(python, common + list(NO_BASE) + dump_args(small_lst, small), workdir)
     n = write_stdlib_list(whole_lst, python=python)
     t0 = time.perf_counter()
-    r = run(python, common + dump_args(whole_lst, whole), workdir)
+    r = run(python, common + list(NO_BASE) + dump_args(whole_lst, whole),
+            workdir)
     dump_s = time.perf_counter() - t0
     lines.append(f'DUMP of the whole standard library: {n} listed modules, '
                  f'{os.path.getsize(whole) / 1e6:.0f} MB, {dump_s:.1f} s '
                  f'({r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""})')
-    pass_small = common + share_args(small) + ['-c', 'pass']
-    pass_whole = common + share_args(whole) + ['-c', 'pass']
-    pass_off = common + ['-c', 'pass']
-    o, s, w = measure(python, [pass_off, pass_small, pass_whole], workdir, runs, timer)
-    o, s, w = statistics.median(o), statistics.median(s), statistics.median(w)
+    pass_small = common + list(NO_BASE) + share_args(small) + ['-c', 'pass']
+    pass_whole = common + list(NO_BASE) + share_args(whole) + ['-c', 'pass']
+    pass_default = common + ['-c', 'pass']
+    pass_off = common + ['-X', 'cds=off', '-c', 'pass']
+    variants = [pass_off, pass_small, pass_whole, pass_default]
+    o, s, w, d = (statistics.median(t) for t in
+                  measure(python, variants, workdir, runs, timer))
     lines.append(f'python -c pass: off {o * 1000:.2f} ms, archive of what it imports '
                  f'({os.path.getsize(small) / 1e6:.1f} MB) {s * 1000:.2f} ms, '
                  f'whole-stdlib archive ({os.path.getsize(whole) / 1e6:.0f} MB) '
-                 f'{w * 1000:.2f} ms: whole/small {w / s:.3f} (target <= 1.03)')
+                 f'{w * 1000:.2f} ms, default archive {d * 1000:.2f} ms: '
+                 f'default/small {d / s:.3f} (target <= 1.02)')
+    if shutil.which('valgrind'):
+        io, is_, iw, id_ = (callgrind(python, v, workdir) for v in variants)
+        if io and is_ and id_:
+            lines.append(f'python -c pass, instructions: off {io / 1e6:.1f}M, '
+                         f'archive of what it imports {is_ / 1e6:.1f}M, default '
+                         f'archive {id_ / 1e6:.1f}M: default/small '
+                         f'{id_ / is_:.3f} (target <= 1.02)')
+    # the default archive against the .pyc files of the modules it holds
+    r = run(python, ['-c', _DEFAULT_SIZES], workdir)
+    if r.returncode == 0:
+        lines.append(r.stdout.strip())
     return lines
+
+
+# Run by the measured interpreter: its default archive and .pyc sizes
+_DEFAULT_SIZES = """if 1:
+    import importlib.util, os, sys
+    from cds import _stdlib
+    path = _stdlib.default_archive(sys._stdlib_dir)
+    pyc = 0
+    for name, source in _stdlib.modules(sys._stdlib_dir):
+        try:
+            pyc += os.path.getsize(importlib.util.cache_from_source(source))
+        except OSError:
+            pass
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    print(f'default archive: {size / 1e6:.1f} MB for {pyc / 1e6:.1f} MB of '
+          f'.pyc files of the modules it holds: {size / max(pyc, 1):.2f}x '
+          f'(target <= 1.5x)')
+"""
 
 
 def main():
@@ -378,32 +412,45 @@ def main():
                     f.write(text)
             tag = re.sub(r'\W+', '_', wl.name)
             lst = os.path.join(workdir, tag + '.lst')
-            archive = os.path.join(workdir, tag + '.cds')
-            off_args = common + wl.args
-            shared_args = common + share_args(archive) + wl.args
+            alone = os.path.join(workdir, tag + '.cds')
+            layered = os.path.join(workdir, tag + '-app.cds')
+            variants = {
+                'off': common + ['-X', 'cds=off'] + wl.args,
+                # what plain python does: the installation's default archive
+                'default': common + wl.args,
+                # an application archive over it, dumped with it present
+                'default+app': common + share_args(layered) + wl.args,
+                # the application's own archive of everything it imports
+                'app alone': common + list(NO_BASE) + share_args(alone) + wl.args,
+            }
             r = run(args.python, common + trace_args(lst) + wl.args, workdir)
             if r.returncode:
                 raise RuntimeError(r.stderr)
             t0 = time.perf_counter()
-            r = run(args.python, common + dump_args(lst, archive), workdir)
+            r = run(args.python, common + list(NO_BASE) + dump_args(lst, alone), workdir)
             dump_time = time.perf_counter() - t0
             if r.returncode:
                 raise RuntimeError(r.stderr)
-            out_off = run(args.python, off_args, workdir)
-            out_share = run(args.python, shared_args, workdir)
-            same = (out_off.stdout == out_share.stdout
-                    and out_off.returncode == out_share.returncode == 0)
+            r = run(args.python, common + dump_args(lst, layered), workdir)
+            if r.returncode:
+                raise RuntimeError(r.stderr)
+            outs = {k: run(args.python, v, workdir) for k, v in variants.items()}
+            same = all(o.stdout == outs['off'].stdout and o.returncode == 0
+                       for o in outs.values())
             runs = args.runs if not wl.name.startswith('steady') else max(5, args.runs // 6)
-            off, share = measure(args.python, [off_args, shared_args], workdir,
-                                 runs, args.timer)
-            info = archive_costs(args.python, shared_args, workdir) or {}
+            times = measure(args.python, list(variants.values()), workdir,
+                            runs, args.timer)
+            ms = {k: statistics.median(t) * 1000 for k, t in zip(variants, times)}
+            info = archive_costs(args.python, variants['default+app'], workdir) or {}
             row = {
                 'workload': wl.name,
-                'off_ms': statistics.median(off) * 1000,
-                'share_ms': statistics.median(share) * 1000,
-                'ratio': statistics.median(off) / statistics.median(share),
+                'ms': ms,
+                'off_ms': ms['off'],
+                'share_ms': ms['default+app'],
+                'ratio': ms['off'] / ms['default+app'],
                 'same_output': same,
-                'archive_bytes': os.path.getsize(archive),
+                'archive_bytes': os.path.getsize(alone),
+                'app_bytes': os.path.getsize(layered),
                 'pyc_bytes': pyc_size(lst),
                 'dump_s': dump_time,
                 'open_ms': info.get('open_seconds', 0) * 1000,
@@ -411,14 +458,12 @@ def main():
                 'served': info.get('served', 0),
             }
             if args.callgrind and shutil.which('valgrind'):
-                i_off = callgrind(args.python, off_args, workdir)
-                i_share = callgrind(args.python, shared_args, workdir)
-                if i_off and i_share:
-                    row['instr_off'] = i_off
-                    row['instr_share'] = i_share
+                row['instr'] = {k: callgrind(args.python, v, workdir)
+                                for k, v in variants.items()}
             rows.append(row)
-            print(f"{wl.name}: off {row['off_ms']:.1f} ms, share {row['share_ms']:.1f} ms, "
-                  f"ratio {row['ratio']:.2f}", file=sys.stderr, flush=True)
+            print(f"{wl.name}: " + ', '.join(f'{k} {v:.1f} ms'
+                                             for k, v in ms.items()),
+                  file=sys.stderr, flush=True)
         extra = [] if (args.no_extra or args.only) else \
             extra_comparisons(args.python, workdir, common, args.runs, args.timer)
     finally:
@@ -428,22 +473,36 @@ def main():
     print(f'runs: {args.runs} (steady-state: fewer), median wall time, timer: '
           f'{args.timer}; interpreter: {args.python} -X frozen_modules=on')
     print()
-    print('| workload | off (ms) | share (ms) | off/share | same output | served '
-          '| archive open + prepare (ms) | archive | .pyc | dump |'
-          + (' Ir off/share |' if args.callgrind else ''))
-    print('|---|---:|---:|---:|---|---:|---:|---:|---:|---:|' + ('---:|' if args.callgrind else ''))
+    names = ('default', 'default+app', 'app alone')
+    print('Wall time (median ms) and off/variant; "default" is plain python '
+          "(the installation's default archive), \"default+app\" an "
+          'application archive over it, "app alone" an archive of everything '
+          'the program imports with no default archive (-X cds_base=none):')
+    print()
+    print('| workload | off | ' + ' | '.join(names) + ' | same output | served '
+          '| open + prepare (ms) | app archive: alone / over default | .pyc | dump |')
+    print('|---|---:|' + '---:|' * len(names) + '---|---:|---:|---:|---:|---:|')
     for r in rows:
-        line = (f"| {r['workload']} | {r['off_ms']:.1f} | {r['share_ms']:.1f} | "
-                f"{r['ratio']:.2f} | {'yes' if r['same_output'] else 'NO'} | "
-                f"{r['served']} | {r['open_ms']:.2f} + {r['prepare_ms']:.2f} | "
-                f"{r['archive_bytes'] / 1e6:.1f} MB | {r['pyc_bytes'] / 1e6:.1f} MB | "
-                f"{r['dump_s']:.2f} s |")
-        if args.callgrind:
-            if 'instr_off' in r:
-                line += f" {r['instr_off'] / r['instr_share']:.2f} |"
-            else:
-                line += ' - |'
-        print(line)
+        ms = r['ms']
+        cells = ' | '.join(f"{ms[n]:.1f} ({ms['off'] / ms[n]:.2f}x)" for n in names)
+        print(f"| {r['workload']} | {ms['off']:.1f} | {cells} | "
+              f"{'yes' if r['same_output'] else 'NO'} | {r['served']} | "
+              f"{r['open_ms']:.2f} + {r['prepare_ms']:.2f} | "
+              f"{r['archive_bytes'] / 1e6:.1f} / {r['app_bytes'] / 1e6:.2f} MB | "
+              f"{r['pyc_bytes'] / 1e6:.1f} MB | {r['dump_s']:.2f} s |")
+    if args.callgrind:
+        print()
+        print('Instructions (callgrind, millions) and off/variant:')
+        print()
+        print('| workload | off | ' + ' | '.join(names) + ' |')
+        print('|---|---:|' + '---:|' * len(names))
+        for r in rows:
+            i = r.get('instr', {})
+            if not all(i.get(k) for k in ('off',) + names):
+                continue
+            cells = ' | '.join(f"{i[n] / 1e6:.1f} ({i['off'] / i[n]:.3f}x)"
+                               for n in names)
+            print(f"| {r['workload']} | {i['off'] / 1e6:.1f} | {cells} |")
     ratios = [r['ratio'] for r in rows if r['workload'].startswith('3rd-party')]
     if ratios:
         print(f'\nthird-party geometric mean off/share: '
