@@ -333,6 +333,65 @@ module_checksum(_PyCDS_Archive *a, const _PyCDS_View *v,
     return c;
 }
 
+/* The pointer slots a module's relocation bitmap marks, in order: each
+   range's run of bits counts from the range's start rounded down to 8
+   bytes (cds_format.h). */
+typedef struct {
+    const _PyCDS_View *v;
+    const uint64_t *words;
+    int r;                       /* the range */
+    uint64_t w, nw;              /* the word of the run, words in the run */
+    uint64_t bits;               /* what is left of word w */
+    uint64_t skew, end;          /* where the range's slots may be */
+    char *at;                    /* the address bit 0 of the run marks */
+} reloc_iter;
+
+static void
+reloc_iter_range(reloc_iter *it)
+{
+    const uint64_t *range = it->v->e->range[it->r];
+    it->skew = range[0] & 7;
+    it->end = range[1] - (range[0] - it->skew);
+    it->nw = _PyCDS_RangeRelocWords(range[0], range[1]);
+    it->at = it->v->at[it->r] - it->skew;
+    it->w = 0;
+    it->bits = it->nw ? *it->words++ : 0;
+}
+
+static void
+reloc_iter_init(reloc_iter *it, const _PyCDS_View *v, const uint64_t *words)
+{
+    it->v = v;
+    it->words = words;
+    it->r = 0;
+    reloc_iter_range(it);
+}
+
+/* 1 and *slot set, 0 when done, -1 for a bit past its range; inlined
+   into the loops of both relocations, where it runs once per pointer */
+static Py_ALWAYS_INLINE inline int
+reloc_next(reloc_iter *it, uint64_t **slot)
+{
+    while (it->bits == 0) {
+        if (++it->w < it->nw) {
+            it->bits = *it->words++;
+        }
+        else if (++it->r < CDS_NRANGES) {
+            reloc_iter_range(it);
+        }
+        else {
+            return 0;
+        }
+    }
+    uint64_t off = 8 * (64 * it->w + (uint64_t)__builtin_ctzll(it->bits));
+    it->bits &= it->bits - 1;
+    if (off < it->skew || off + 8 > it->end) {
+        return -1;
+    }
+    *slot = (uint64_t *)(it->at + off);
+    return 1;
+}
+
 /* Relocate only when something moved: otherwise nothing is written.
    Each set bit of the module's bitmap is a pointer slot; its value says
    whether it points into the archive (as laid out for preferred_base) or
@@ -353,32 +412,18 @@ relocate_in_place(_PyCDS_Archive *a, const _PyCDS_View *v,
         _PyCDS_ProtectRange(&a->map, e->range[R_COLD - 1][0],
                             e->range[R_COLD - 1][1], 1);
     }
-    int bad = 0;
-    for (int r = 0; r < CDS_NRANGES && !bad; r++) {
-        /* offsets from the range's start rounded down to 8 bytes */
-        uint64_t skew = e->range[r][0] & 7;
-        uint64_t end = e->range[r][1] - (e->range[r][0] - skew);
-        uint64_t nw = _PyCDS_RangeRelocWords(e->range[r][0], e->range[r][1]);
-        char *at = v->at[r] - skew;
-        for (uint64_t w = 0; w < nw; w++) {
-            uint64_t bits = *relocs++;
-            while (bits) {
-                uint64_t off = 8 * (64 * w + (uint64_t)__builtin_ctzll(bits));
-                bits &= bits - 1;
-                if (off < skew || off + 8 > end) {
-                    bad = 1;
-                    break;
-                }
-                uint64_t *slot = (uint64_t *)(at + off);
-                *slot += (*slot - preferred < size) ? archive : image;
-            }
-        }
+    reloc_iter it;
+    reloc_iter_init(&it, v, relocs);
+    uint64_t *slot;
+    int more;
+    while ((more = reloc_next(&it, &slot)) > 0) {
+        *slot += (*slot - preferred < size) ? archive : image;
     }
     if (a->protect) {
         _PyCDS_ProtectRange(&a->map, e->range[R_COLD - 1][0],
                             e->range[R_COLD - 1][1], 0);
     }
-    return bad ? -1 : 0;
+    return more;
 }
 
 /* Copy mode: every slot is written in the copy.  A pointer to an object of
@@ -403,47 +448,36 @@ relocate_copy(_PyCDS_Archive *a, const _PyCDS_View *v, const uint64_t *relocs,
     }
     uint64_t image = (uint64_t)a->map.image_delta;
     uint64_t strings = (uint64_t)(uintptr_t)a->map.base;
-    for (int r = 0; r < CDS_NRANGES; r++) {
-        uint64_t skew = lo[r] & 7;
-        uint64_t end = len[r] + skew;
-        uint64_t nw = _PyCDS_RangeRelocWords(lo[r], lo[r] + len[r]);
-        char *at = v->at[r] - skew;
-        for (uint64_t w = 0; w < nw; w++) {
-            uint64_t bits = *relocs++;
-            while (bits) {
-                uint64_t off = 8 * (64 * w + (uint64_t)__builtin_ctzll(bits));
-                bits &= bits - 1;
-                if (off < skew || off + 8 > end) {
-                    return -1;
-                }
-                uint64_t *slot = (uint64_t *)(at + off);
-                uint64_t target = *slot - preferred;
-                if (target >= size) {
-                    *slot += image;
-                }
-                else if (target - lo[R_CODE - 1] < len[R_CODE - 1]) {
-                    *slot = target + to[R_CODE - 1];
-                }
-                else if (target - lo[R_TUP - 1] < len[R_TUP - 1]) {
-                    *slot = target + to[R_TUP - 1];
-                }
-                else if (target - lo[R_WARM - 1] < len[R_WARM - 1]) {
-                    *slot = target + to[R_WARM - 1];
-                }
-                else if (target - lo[R_COLD - 1] < len[R_COLD - 1]) {
-                    *slot = target + to[R_COLD - 1];
-                }
-                else if (target - str_lo < str_size) {
-                    *slot = target + strings;
-                    (*to_strings)++;
-                }
-                else {
-                    return -1;
-                }
-            }
+    reloc_iter it;
+    reloc_iter_init(&it, v, relocs);
+    uint64_t *slot;
+    int more;
+    while ((more = reloc_next(&it, &slot)) > 0) {
+        uint64_t target = *slot - preferred;
+        if (target >= size) {
+            *slot += image;
+        }
+        else if (target - lo[R_CODE - 1] < len[R_CODE - 1]) {
+            *slot = target + to[R_CODE - 1];
+        }
+        else if (target - lo[R_TUP - 1] < len[R_TUP - 1]) {
+            *slot = target + to[R_TUP - 1];
+        }
+        else if (target - lo[R_WARM - 1] < len[R_WARM - 1]) {
+            *slot = target + to[R_WARM - 1];
+        }
+        else if (target - lo[R_COLD - 1] < len[R_COLD - 1]) {
+            *slot = target + to[R_COLD - 1];
+        }
+        else if (target - str_lo < str_size) {
+            *slot = target + strings;
+            (*to_strings)++;
+        }
+        else {
+            return -1;
         }
     }
-    return 0;
+    return more;
 }
 
 /* Copy mode: the string the fixups of the shared string 's' (in the
