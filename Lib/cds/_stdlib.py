@@ -8,8 +8,8 @@ modules, but what programs never import:
 * the test suites (``test``, ``idlelib.idle_test``): half of the standard
   library's code, imported only by CPython's own tests, which run as
   stock CPython runs them;
-* demos (``turtledemo``) and the test packages of the frozen-module tests
-  (``__phello__``);
+* demos (``turtledemo``) and the test modules of the frozen-module tests
+  (``__hello__``, ``__phello__``);
 * ``site-packages``: third-party code belongs in an application archive.
 """
 
@@ -20,7 +20,7 @@ import tempfile
 
 # top-level names, and dotted packages, never archived
 EXCLUDED = frozenset({'test', 'idlelib.idle_test', 'turtledemo',
-                      '__phello__', 'site-packages'})
+                      '__hello__', '__phello__', 'site-packages'})
 
 
 def default_archive(libdir):

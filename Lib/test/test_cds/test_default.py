@@ -46,6 +46,21 @@ class DefaultArchiveTests(unittest.TestCase):
     def test_made_by_make(self):
         self.assertTrue(os.path.isfile(DEFAULT), DEFAULT)
 
+    def test_what_it_holds(self):
+        with open(DEFAULT, 'rb') as f:
+            entries = cdsformat.read_index(f.read())
+        names = {e['name'] for e in entries if e['kind'] == 'source'}
+        self.assertLessEqual({'os', 'json', 'json.decoder', 'asyncio',
+                              'email.message', 'idlelib'}, names)
+        left_out = ('test', 'idlelib.idle_test', 'turtledemo', '__hello__',
+                    '__phello__')
+        self.assertEqual([n for n in names if n in left_out
+                          or n.startswith(tuple(p + '.' for p in left_out))],
+                         [])
+        frozen = {e['name'] for e in entries if e['kind'] == 'frozen'}
+        self.assertIn('zipimport', frozen)
+        self.assertFalse({n for n in frozen if n.startswith('__')})
+
     def test_used_with_no_option(self):
         i = info()
         d = i['archives'][1]
