@@ -243,9 +243,11 @@ read_mode(const PyConfig *config, _PyCDS_Settings *s)
         s->mode_source = "-X cds";
     }
     else if (get_env(config, "PYTHONCDS") != NULL) {
-        if (parse_mode(get_env(config, "PYTHONCDS"), 0, &s->mode) < 0) {
+        /* in any case, as people type environment values */
+        if (parse_mode(get_env(config, "PYTHONCDS"), 1, &s->mode) < 0) {
             return PyStatus_Error("bad value for PYTHONCDS (expected \"off\", "
-                                 "\"trace\", \"dump\" or \"share\")");
+                                 "\"trace\", \"dump\" or \"share\", in "
+                                 "any case)");
         }
         s->mode_source = "PYTHONCDS";
     }
@@ -305,7 +307,7 @@ read_base(const PyConfig *config, _PyCDS_Settings *s)
     const wchar_t *x = get_xoption(config, L"cds_base", &present);
     const char *env = get_env(config, "PYTHONCDSBASE");
     if ((present && wcscmp(x, L"none") == 0)
-        || (!present && env != NULL && strcmp(env, "none") == 0))
+        || (!present && env != NULL && strcasecmp(env, "none") == 0))
     {
         s->base_none = 1;
         return _PyStatus_OK();

@@ -62,9 +62,9 @@ _PyCDS_BeforeSite(PyInterpreterState *interp)
     }
 }
 
-/* PYTHONCDSSTATS=FILE (a testing aid): at exit, append one line of this
-   process's share-mode counters to FILE, so that a test harness can prove
-   that the processes it started were served from the archive. */
+/* PYTHONCDSSTATS=FILE: at exit, append one line of this process's
+   share-mode counters to FILE, so that whoever started the processes (a
+   test harness, an image build) can tell that they were served. */
 static void
 write_stats(const char *path)
 {
@@ -86,6 +86,33 @@ write_stats(const char *path)
     }
 }
 
+/* -X cds_verbose: one line at exit, whether the archives helped. */
+static void
+log_summary(void)
+{
+    if (_PyCDS_GetSettings()->verbose < 1) {
+        return;
+    }
+    _PyCDS_ShareStats st;
+    _PyCDS_GetShareStats(&st);
+    char per[160] = "";
+    size_t n = 0;
+    for (int i = 0; i < 2; i++) {
+        const _PyCDS_ArchiveStats *as = &st.archive[i];
+        if (as->active && n < sizeof(per)) {
+            n += (size_t)snprintf(per + n, sizeof(per) - n, "%s%zd from the "
+                                  "%s archive", n ? ", " : " (", as->served,
+                                  as->role);
+        }
+    }
+    if (n > 0 && n < sizeof(per) - 1) {
+        strcat(per, ")");
+    }
+    _PyCDS_Log(1, "exit: %zd modules served%s, %zd stale, %zd not in the "
+               "archive, %zd refused", st.served, per, st.stale, st.missed,
+               st.rejected);
+}
+
 void
 _PyCDS_Fini(void)
 {
@@ -97,6 +124,7 @@ _PyCDS_Fini(void)
         if (s->stats_path != NULL) {
             write_stats(s->stats_path);
         }
+        log_summary();
         _PyCDS_ShareFini();
     }
 }

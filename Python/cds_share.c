@@ -588,6 +588,29 @@ serve(cds_slot *sl, Py_ssize_t i, const char *cname, const char *cpath)
     return copy_module_code((PyCodeObject *)_PyCDS_ViewAddr(&view, e->code));
 }
 
+/* Say why a module was not served: not archived at all, or archived from
+   another file (the source moved, or another copy is first on sys.path). */
+static void
+log_miss(uint32_t kind, const char *name, size_t len, const char *path)
+{
+    if (_PyCDS_GetSettings()->verbose < 2) {
+        return;
+    }
+    for (int k = 0; k < NSLOTS && path != NULL; k++) {
+        cds_slot *sl = &cds.slot[k];
+        Py_ssize_t i = sl->state > 0
+            ? find_entry(&sl->ar, kind, name, len, NULL) : -1;
+        if (i >= 0) {
+            const cds_index_entry *e = &sl->ar.map.index[i];
+            _PyCDS_Log(2, "miss: %s (imported from %s; the %s archive holds "
+                       "it from %.*s)", name, path, sl->role,
+                       (int)e->path_len, sl->ar.map.strtab + e->path_off);
+            return;
+        }
+    }
+    _PyCDS_Log(2, "miss: %s (not in the archive)", name);
+}
+
 PyObject *
 _PyCDS_ArchiveLookup(const char *kindname, PyObject *name, PyObject *path)
 {
@@ -629,7 +652,7 @@ _PyCDS_ArchiveLookup(const char *kindname, PyObject *name, PyObject *path)
     }
     if (!listed) {
         cds.missed++;
-        _PyCDS_Log(2, "miss: %s (not in the archive)", cname);
+        log_miss(kind, cname, (size_t)len, cpath);
     }
     Py_XDECREF(bpath);
     return code;

@@ -92,6 +92,50 @@ class DefaultArchiveTests(unittest.TestCase):
         self.assertEqual((on.returncode, on.stdout, on.stderr),
                          (off.returncode, off.stdout, off.stderr))
 
+    def test_verbose_summary_at_exit(self):
+        # level 1 tells whether the archive helped, in one line at exit
+        r = run_python('-X', 'cds_verbose', '-c', 'import json',
+                       default_archive=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        last = r.stderr.splitlines()[-1]
+        self.assertRegex(last, r'^cds: exit: [1-9]\d* modules served '
+                         r'\([1-9]\d* from the default archive\), 0 stale, '
+                         r'0 not in the archive, 0 refused$')
+        r = run_python('-X', 'cds=off', '-X', 'cds_verbose', '-c', 'pass')
+        self.assertEqual(r.stderr, '')
+
+    def test_stats_file(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            stats = os.path.join(tmp, 'stats')
+            for _ in range(2):
+                r = run_python('-c', 'import json', default_archive=True,
+                               env=clean_env(PYTHONCDSSTATS=stats))
+                self.assertEqual((r.returncode, r.stderr), (0, ''))
+            with open(stats) as f:
+                lines = f.read().splitlines()
+        self.assertEqual(len(lines), 2)
+        for line in lines:
+            fields = dict(w.split('=') for w in line.split())
+            self.assertEqual(fields['active'], '1')
+            self.assertGreater(int(fields['served']), 0)
+            self.assertEqual(fields['stale'], '0')
+
+    def test_moved_source_is_named(self):
+        # a module archived from another file is not "not in the archive"
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copytree(os.path.join(sys._stdlib_dir, 'json'),
+                            os.path.join(tmp, 'json'))
+            r = run_python('-X', 'cds_verbose=2', '-c', 'import json',
+                           default_archive=True,
+                           env=clean_env(PYTHONPATH=tmp))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f'cds: miss: json (imported from '
+                      f'{os.path.join(tmp, "json", "__init__.py")}; the '
+                      f'default archive holds it from '
+                      f'{os.path.join(sys._stdlib_dir, "json", "__init__.py")})',
+                      r.stderr)
+        self.assertRegex(r.stderr, r'\n.*[1-9]\d* not in the archive')
+
     def test_strict_with_a_usable_archive(self):
         r = run_python('-X', 'cds_strict', '-c', 'print("ran")',
                        default_archive=True)

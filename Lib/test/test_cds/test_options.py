@@ -49,6 +49,20 @@ class OptionTests(unittest.TestCase):
                                                     PYCDSLIST='x.lst'))[0],
                                  'trace')
 
+    def test_pythoncds_in_any_case(self):
+        # as people type environment values; the -X option stays exact
+        for value in ('SHARE', 'Share', 'OFF', 'Trace'):
+            with self.subTest(value=value):
+                self.assertEqual(info(env=clean_env(PYTHONCDS=value,
+                                                    PYTHONCDSLIST='x.lst'))[0],
+                                 value.lower())
+        code = ('import _cds; print([a["reason"] for a in _cds.info()["archives"]'
+                ' if a["active"] or a["role"] != "application"])')
+        r = run_python('-c', code, default_archive=True,
+                       env=clean_env(PYTHONCDSBASE='NONE'))
+        self.assertEqual((r.returncode, r.stdout),
+                         (0, "['-X cds_base=none']\n"), r.stderr)
+
     def test_xoption_wins_over_env(self):
         env = clean_env(PYTHONCDS='trace', PYCDSMODE='trace',
                         PYTHONCDSLIST='/tmp/env.lst',
@@ -216,7 +230,8 @@ class OptionTests(unittest.TestCase):
             self.assertIn(opt, r.stdout)
         r = run_python('--help-env')
         for var in ('PYTHONCDS ', 'PYTHONCDSLIST', 'PYTHONCDSARCHIVE',
-                    'PYTHONCDSVERBOSE', 'PYCDSMODE'):
+                    'PYTHONCDSVERBOSE', 'PYCDSMODE', 'PYTHONCDSSTATS',
+                    'PYTHONCDSBASE', 'PYTHONCDSSTRICT'):
             self.assertIn(var, r.stdout)
 
     def test_help_texts_check_source_and_no_default_paths(self):
