@@ -93,14 +93,16 @@ get_env(const PyConfig *config, const char *name)
     return (value != NULL && value[0] != '\0') ? value : NULL;
 }
 
+/* "auto" is share mode keeping its archive current (cds_auto.c) */
 static int
-parse_mode(const char *value, int ignore_case, _PyCDS_Mode *mode)
+parse_mode(const char *value, int ignore_case, _PyCDS_Settings *s)
 {
-    static const char *names[] = {"off", "trace", "dump", "share"};
-    for (int i = 0; i < 4; i++) {
+    static const char *names[] = {"off", "trace", "dump", "share", "auto"};
+    for (int i = 0; i < 5; i++) {
         if (ignore_case ? strcasecmp(value, names[i]) == 0
                         : strcmp(value, names[i]) == 0) {
-            *mode = (_PyCDS_Mode)i;
+            s->mode = i == 4 ? _PyCDS_SHARE : (_PyCDS_Mode)i;
+            s->auto_refresh = (i == 4);
             return 0;
         }
     }
@@ -232,27 +234,29 @@ read_mode(const PyConfig *config, _PyCDS_Settings *s)
             if (value == NULL) {
                 return _PyStatus_NO_MEMORY();
             }
-            int err = parse_mode(value, 0, &s->mode);
+            int err = parse_mode(value, 0, s);
             PyMem_RawFree(value);
             if (err < 0) {
                 return PyStatus_Error("bad value for option -X cds (expected "
-                                     "\"off\", \"trace\", \"dump\" or "
-                                     "\"share\")");
+                                     "\"off\", \"trace\", \"dump\", "
+                                     "\"share\" or \"auto\")");
             }
         }
         s->mode_source = "-X cds";
     }
     else if (get_env(config, "PYTHONCDS") != NULL) {
         /* in any case, as people type environment values */
-        if (parse_mode(get_env(config, "PYTHONCDS"), 1, &s->mode) < 0) {
+        if (parse_mode(get_env(config, "PYTHONCDS"), 1, s) < 0) {
             return PyStatus_Error("bad value for PYTHONCDS (expected \"off\", "
-                                 "\"trace\", \"dump\" or \"share\", in "
-                                 "any case)");
+                                 "\"trace\", \"dump\", \"share\" or "
+                                 "\"auto\", in any case)");
         }
         s->mode_source = "PYTHONCDS";
     }
     else if (get_env(config, "PYCDSMODE") != NULL) {
-        if (parse_mode(get_env(config, "PYCDSMODE"), 1, &s->mode) < 0) {
+        if (parse_mode(get_env(config, "PYCDSMODE"), 1, s) < 0
+            || s->auto_refresh)
+        {
             return PyStatus_Error("bad value for PYCDSMODE (expected TRACE, "
                                  "DUMP, SHARE or OFF)");
         }
@@ -314,6 +318,19 @@ read_base(const PyConfig *config, _PyCDS_Settings *s)
     }
     return read_path(config, L"cds_base", "PYTHONCDSBASE", NULL,
                      &s->base_path);
+}
+
+/* AUTO keeps its module list beside the archive unless told: "PATH.lst"
+   (NULL if out of memory). */
+static char *
+auto_list_path(const char *archive)
+{
+    size_t n = strlen(archive) + 5;
+    char *path = PyMem_RawMalloc(n);
+    if (path != NULL) {
+        snprintf(path, n, "%s.lst", archive);
+    }
+    return path;
 }
 
 static void
@@ -410,18 +427,27 @@ _PyCDS_ReadConfig(const PyConfig *config)
     {
         missing = "a module list (-X cds_list=PATH or PYTHONCDSLIST)";
     }
-    else if (s.mode == _PyCDS_DUMP && s.archive_path == NULL) {
+    else if ((s.mode == _PyCDS_DUMP || s.auto_refresh)
+             && s.archive_path == NULL)
+    {
         missing = "an archive path (-X cds_archive=PATH or "
                   "PYTHONCDSARCHIVE)";
     }
     if (missing != NULL) {
         snprintf(missing_msg, sizeof(missing_msg), "-X cds=%s needs %s",
-                 mode, missing);
+                 s.auto_refresh ? "auto" : mode, missing);
         status = _PyStatus_ERR(missing_msg);
         goto error;
     }
 
-    /* testing aid: SHARE appends its counters to this file at exit */
+    if (s.auto_refresh && s.list_path == NULL
+        && (s.list_path = auto_list_path(s.archive_path)) == NULL)
+    {
+        status = _PyStatus_NO_MEMORY();
+        goto error;
+    }
+
+    /* SHARE appends its counters to this file at exit */
     const char *stats = get_env(config, "PYTHONCDSSTATS");
     if (stats != NULL) {
         s.stats_path = absolute_path(stats);

@@ -42,7 +42,11 @@ module _cds
 void
 _PyCDS_InitInterp(PyInterpreterState *interp)
 {
-    if (_PyCDS_GetSettings()->mode == _PyCDS_SHARE) {
+    const _PyCDS_Settings *s = _PyCDS_GetSettings();
+    if (s->mode == _PyCDS_SHARE) {
+        if (s->auto_refresh && _Py_IsMainInterpreter(interp)) {
+            _PyCDS_AutoStart();
+        }
         _PyCDS_ShareInit(interp);
     }
 }
@@ -125,6 +129,9 @@ _PyCDS_Fini(void)
             write_stats(s->stats_path);
         }
         log_summary();
+        if (s->auto_refresh) {
+            _PyCDS_AutoFini(s);
+        }
         _PyCDS_ShareFini();
     }
 }
@@ -143,6 +150,9 @@ _PyCDS_FindFrozenCode(PyObject *name)
             _PyCDS_TraceModule("frozen", name, NULL);
             return NULL;
         case _PyCDS_SHARE:
+            if (_PyCDS_GetSettings()->auto_refresh) {
+                _PyCDS_TraceModule("frozen", name, NULL);
+            }
             return _PyCDS_ArchiveLookup("frozen", name, NULL);
         default:
             return NULL;
@@ -180,6 +190,9 @@ _imp__cds_find_code_impl(PyObject *module, PyObject *name, PyObject *path)
             _PyCDS_TraceModule("source", name, path);
             break;
         case _PyCDS_SHARE: {
+            if (_PyCDS_GetSettings()->auto_refresh) {
+                _PyCDS_TraceModule("source", name, path);
+            }
             PyObject *code = _PyCDS_ArchiveLookup("source", name, path);
             if (code != NULL) {
                 return code;
@@ -255,12 +268,14 @@ default archive); modules in the archives; the counters
 served, specs_found, stale, hashed (source hashes checked), missed,
 rejected, prepared and relocated;
 mapped_at_preferred_address, protected; open_seconds and
-prepare_seconds (time spent opening and preparing the archive).
+prepare_seconds (time spent opening and preparing the archive);
+format_version and fingerprint (in hexadecimal), what an archive must
+have for this interpreter to use it.
 [clinic start generated code]*/
 
 static PyObject *
 _cds_info_impl(PyObject *module)
-/*[clinic end generated code: output=544bbbea22d7fa1d input=c86bacc986ddbe08]*/
+/*[clinic end generated code: output=544bbbea22d7fa1d input=447505046854629f]*/
 {
     const _PyCDS_Settings *s = _PyCDS_GetSettings();
     if (s->mode == _PyCDS_SHARE
@@ -298,10 +313,16 @@ _cds_info_impl(PyObject *module)
         Py_DECREF(archive);
         return NULL;
     }
+    uint8_t fingerprint[32];
+    char hex[65];
+    _PyCDS_Fingerprint(fingerprint);
+    for (int i = 0; i < 32; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", fingerprint[i]);
+    }
     PyObject *info = Py_BuildValue(
         "{s:s,s:s,s:N,s:N,s:i,s:O,s:z,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
-        "s:O,s:O,s:d,s:d,s:N,s:O}",
-        "mode", _PyCDS_ModeName(s->mode),
+        "s:O,s:O,s:d,s:d,s:N,s:O,s:i,s:s}",
+        "mode", s->auto_refresh ? "auto" : _PyCDS_ModeName(s->mode),
         "mode_source", s->mode_source,
         "list", list,
         "archive", archive,
@@ -323,7 +344,9 @@ _cds_info_impl(PyObject *module)
         "open_seconds", st.open_seconds,
         "prepare_seconds", st.prepare_seconds,
         "archives", archives,
-        "strict", s->strict ? Py_True : Py_False);
+        "strict", s->strict ? Py_True : Py_False,
+        "format_version", CDS_FORMAT_VERSION,
+        "fingerprint", hex);
     return info;
 }
 

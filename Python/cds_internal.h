@@ -312,6 +312,7 @@ typedef struct {
     _PyCDS_ArchiveStats archive[2];   /* application, base */
     Py_ssize_t modules, served, stale, hashed, missed, rejected, prepared,
                relocated;
+    Py_ssize_t missed_source;    /* of 'missed', source modules */
     int at_preferred_address;
     int protected;
     double open_seconds, prepare_seconds;
@@ -329,6 +330,17 @@ extern int _PyCDS_Dump(const _PyCDS_Settings *settings);  /* exit status */
 extern void _PyCDS_TraceModule(const char *kind, PyObject *name,
                                PyObject *path);
 extern void _PyCDS_TraceFini(const char *list_path);
+/* AUTO: the list locked without waiting and this process's entries merged
+   into it (see cds_trace.c); -1 if not locked */
+extern int _PyCDS_TraceMergeLocked(const char *list_path, int *busy,
+                                   Py_ssize_t *added);
+extern void _PyCDS_TraceUnlock(int lockfd);
+extern void _PyCDS_TraceClear(void);
+
+/* --- cds_auto.c: AUTO, share mode keeping its archive current ----------- */
+
+extern void _PyCDS_AutoStart(void);
+extern void _PyCDS_AutoFini(const _PyCDS_Settings *settings);
 
 /* --- cds_finder.c: the C search of archived modules --------------------- */
 

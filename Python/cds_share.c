@@ -51,6 +51,7 @@ static struct {
     cds_slot slot[NSLOTS];
     int handler_installed;     /* the fault handler of -X cds_protect */
     Py_ssize_t served, stale, hashed, missed, rejected;
+    Py_ssize_t missed_source;     /* of them, source modules (AUTO) */
     int64_t open_ns, prepare_ns;   /* time spent opening, preparing */
 } cds = {.slot = {{.role = "application"}, {.role = "base"}}};
 
@@ -650,8 +651,11 @@ _PyCDS_ArchiveLookup(const char *kindname, PyObject *name, PyObject *path)
             }
         }
     }
-    if (!listed) {
+    if (!listed && !cds.base_pending) {
+        /* (before the default archive opens, only importlib's bootstrap
+           is imported, which no archive serves then) */
         cds.missed++;
+        cds.missed_source += (kind == KIND_SOURCE);
         log_miss(kind, cname, (size_t)len, cpath);
     }
     Py_XDECREF(bpath);
@@ -810,6 +814,7 @@ _PyCDS_GetShareStats(_PyCDS_ShareStats *out)
     out->stale = cds.stale;
     out->hashed = cds.hashed;
     out->missed = cds.missed;
+    out->missed_source = cds.missed_source;
     out->rejected = cds.rejected;
     out->open_seconds = cds.open_ns / 1e9;
     out->prepare_seconds = cds.prepare_ns / 1e9;

@@ -60,18 +60,33 @@ _PyCDS_TraceModule(const char *kind, PyObject *name, PyObject *path)
     Py_XDECREF(bpath);
 }
 
+/* AUTO (cds_auto.c) keeps the list quietly: its problems are for
+   -X cds_verbose only. */
+static int quiet;
+
 static void
 warn(const char *fmt, const char *arg1, const char *arg2)
 {
+    if (quiet) {
+        if (_PyCDS_GetSettings()->verbose >= 1) {
+            fputs("cds: auto: ", stderr);
+            fprintf(stderr, fmt, arg1, arg2);
+            fputc('\n', stderr);
+            fflush(stderr);
+        }
+        return;
+    }
     fputs("cds: warning: ", stderr);
     fprintf(stderr, fmt, arg1, arg2);
     fputc('\n', stderr);
     fflush(stderr);
 }
 
-/* Open and lock "<path>.lock": the descriptor, or -1 after a warning. */
+/* Open and lock "<path>.lock": the descriptor, or -1 after a warning.
+   With 'wait' 0, a lock another process holds is not waited for (-1,
+   and *busy set, without a warning). */
 static int
-lock_list(const char *path)
+lock_list(const char *path, int wait, int *busy)
 {
     size_t n = strlen(path) + 8;
     char *lockpath = PyMem_RawMalloc(n);
@@ -112,6 +127,11 @@ lock_list(const char *path)
     /* bounded wait: a process exiting must not hang on another's lock */
     struct timespec pause = {0, 10 * 1000000};
     for (int waited = 0; flock(fd, LOCK_EX | LOCK_NB) != 0; waited += 10) {
+        if (!wait && errno == EWOULDBLOCK) {
+            *busy = 1;
+            close(fd);
+            return -1;
+        }
         if ((errno != EWOULDBLOCK && errno != EINTR) || waited >= LOCK_WAIT_MS) {
             warn("module list '%s' not updated: %s", path,
                  errno == EWOULDBLOCK ? "another process holds its lock"
@@ -124,15 +144,13 @@ lock_list(const char *path)
     return fd;
 }
 
-static void
-flush_trace(const char *path)
+/* Merge the traced entries into the list at 'path' (its lock held);
+   the number of entries added, or -1 after a warning. */
+static Py_ssize_t
+merge_trace(const char *path)
 {
-    int lockfd = lock_list(path);
-    if (lockfd < 0) {
-        return;
-    }
-
     /* Re-read under the lock: another tracer may have written meanwhile. */
+    Py_ssize_t added = -1;
     _PyCDS_List merged = {NULL, 0, 0};
     char errbuf[512];
     if (_PyCDS_ListRead(path, &merged, errbuf, sizeof(errbuf)) < 0) {
@@ -147,18 +165,66 @@ flush_trace(const char *path)
         }
     }
     if (merged.len == before && before > 0) {
-        goto done;   /* nothing new: leave the file untouched */
+        added = 0;   /* nothing new: leave the file untouched */
+        goto done;
     }
     if (_PyCDS_ListWrite(path, &merged) < 0) {
         warn("cannot write module list '%s': %s", path, strerror(errno));
         goto done;
     }
-    _PyCDS_Log(1, "trace: %zd modules recorded, %zd new, in '%s'",
-               merged.len, merged.len - before, path);
+    added = merged.len - before;
+    _PyCDS_Log(1, "%s: %zd modules recorded, %zd new, in '%s'",
+               quiet ? "auto" : "trace", merged.len, added, path);
 done:
     _PyCDS_ListClear(&merged);
+    return added;
+}
+
+static void
+unlock_list(int lockfd)
+{
     flock(lockfd, LOCK_UN);
     close(lockfd);
+}
+
+static void
+flush_trace(const char *path)
+{
+    int busy = 0;
+    int lockfd = lock_list(path, 1, &busy);
+    if (lockfd >= 0) {
+        (void)merge_trace(path);
+        unlock_list(lockfd);
+    }
+}
+
+/* AUTO: lock the list without waiting (-1: *busy set if another process
+   holds the lock, otherwise logged) and merge what this process imported
+   into it (*added: how many entries were new, -1 if it could not be
+   written).  The caller unlocks with _PyCDS_TraceUnlock(). */
+int
+_PyCDS_TraceMergeLocked(const char *list_path, int *busy, Py_ssize_t *added)
+{
+    quiet = 1;
+    *busy = 0;
+    int lockfd = lock_list(list_path, 0, busy);
+    if (lockfd >= 0) {
+        *added = merge_trace(list_path);
+    }
+    _PyCDS_ListClear(&traced);
+    return lockfd;
+}
+
+void
+_PyCDS_TraceUnlock(int lockfd)
+{
+    unlock_list(lockfd);
+}
+
+void
+_PyCDS_TraceClear(void)
+{
+    _PyCDS_ListClear(&traced);
 }
 
 /* At exit: merge what this process imported into the list. */

@@ -26,6 +26,9 @@ typedef enum {
 /* Effective settings, read once from -X options and the environment. */
 typedef struct {
     _PyCDS_Mode mode;
+    /* -X cds=auto: share mode (mode is _PyCDS_SHARE) that refreshes its
+       application archive at exit when it did not serve (cds_auto.c) */
+    int auto_refresh;
     int verbose;
     char *list_path;       /* absolute, or NULL when not set */
     char *archive_path;    /* absolute, or NULL when not set: in share
@@ -56,8 +59,7 @@ typedef struct {
     /* -X cds_check_source: check every source entry's source hash, not
        only where stock CPython would read the source (cds_stale.c) */
     int check_source;
-    /* PYTHONCDSSTATS (testing aid): file to append SHARE counters to at
-       exit, or NULL */
+    /* PYTHONCDSSTATS: file to append SHARE counters to at exit, or NULL */
     char *stats_path;
 } _PyCDS_Settings;
 

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+from cds import _inspect, _train
+
 __all__ = ['check', 'main']
 
 # Run in the child: the archive's state and every entry's problem.
@@ -83,7 +85,7 @@ def _run_stdlib(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog='python -m cds',
-        description='Inspect and check pycds code-object archives.')
+        description='Inspect, check and make pycds code-object archives.')
     commands = parser.add_subparsers(dest='command', required=True,
                                      metavar='COMMAND')
     verify = commands.add_parser(
@@ -122,5 +124,66 @@ def main(argv=None):
     stdlib.add_argument('-v', '--verbose', action='store_true',
                         help='say what the dump leaves out')
     stdlib.set_defaults(run=_run_stdlib)
+    info = commands.add_parser(
+        'info', help='what an archive is and whose',
+        description='Print the format version of ARCHIVE, the interpreter '
+                    'build it belongs to (and whether it is this one), the '
+                    'options it was made with, its module count and its '
+                    'size by region.  Exit status 1 if this interpreter '
+                    'cannot use it.')
+    info.add_argument('archive', metavar='ARCHIVE')
+    info.add_argument('--json', action='store_true',
+                      help='print the result as JSON')
+    info.set_defaults(run=_inspect.run_info)
+    list_ = commands.add_parser(
+        'list', help='the modules of an archive',
+        description='Print each module of ARCHIVE: its name, the bytes of '
+                    'its objects and the source file it was made from.')
+    list_.add_argument('archive', metavar='ARCHIVE')
+    list_.add_argument('--json', action='store_true',
+                       help='print the result as JSON')
+    list_.set_defaults(run=_inspect.run_list)
+    map_ = commands.add_parser(
+        'map', help='where the objects of each module are',
+        description='Print the regions of ARCHIVE and, per module, where '
+                    'its code object is and how many bytes of each region '
+                    'its objects take, with its relocation and fixup '
+                    'records (see Doc/library/cds-format.rst).')
+    map_.add_argument('archive', metavar='ARCHIVE')
+    map_.add_argument('--module', action='append', metavar='NAME',
+                      help='only this module (repeatable)')
+    map_.add_argument('--json', action='store_true',
+                      help='print the result as JSON')
+    map_.set_defaults(run=_inspect.run_map)
+    train = commands.add_parser(
+        'train', help='trace a command and dump its archive, in one step',
+        usage='python -m cds train [-h] -o ARCHIVE [--list LIST] '
+              '[--base PATH] [-v] [-q] [-- COMMAND ...]',
+        description='Run COMMAND with every Python process it starts '
+                    'tracing its imports into one module list, then dump '
+                    'the modules listed into ARCHIVE (with the default '
+                    'archive present, only what it does not hold).  With '
+                    '--list and no command, dump that list.')
+    train.add_argument('-o', '--output', required=True, metavar='ARCHIVE',
+                       help='the archive to write (replaced whole)')
+    train.add_argument('--list', metavar='LIST',
+                       help='the module list to add to and dump (default: '
+                            'a temporary one)')
+    train.add_argument('--base', metavar='PATH',
+                       help='the base archive (-X cds_base; none: dump '
+                            'everything)')
+    train.add_argument('-v', '--verbose', action='store_true',
+                       help='say what the dump leaves out and why')
+    train.add_argument('-q', '--quiet', action='store_true',
+                       help='print nothing when all went well')
+    train.add_argument('command', nargs=argparse.REMAINDER,
+                       metavar='COMMAND', help='the command to trace')
+    train.set_defaults(run=_train.run_train)
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except BrokenPipeError:
+        # the reader went away (| head): as a filter would, stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1

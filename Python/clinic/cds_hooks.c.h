@@ -90,7 +90,9 @@ PyDoc_STRVAR(_cds_info__doc__,
 "served, specs_found, stale, hashed (source hashes checked), missed,\n"
 "rejected, prepared and relocated;\n"
 "mapped_at_preferred_address, protected; open_seconds and\n"
-"prepare_seconds (time spent opening and preparing the archive).");
+"prepare_seconds (time spent opening and preparing the archive);\n"
+"format_version and fingerprint (in hexadecimal), what an archive must\n"
+"have for this interpreter to use it.");
 
 #define _CDS_INFO_METHODDEF    \
     {"info", (PyCFunction)_cds_info, METH_NOARGS, _cds_info__doc__},
@@ -157,4 +159,4 @@ skip_optional:
 exit:
     return return_value;
 }
-/*[clinic end generated code: output=08b1f603e3d17f5f input=a9049054013a1b77]*/
+/*[clinic end generated code: output=b8b02aa3927ae261 input=a9049054013a1b77]*/

@@ -1,38 +1,23 @@
-"""An independent reader of the pycds archive format.
+"""An independent reader of the pycds archive format, for the tests.
 
 Written from Doc/library/cds-format.rst, not from the C sources, so that
-the tests check the format as documented.
+the tests check the format as documented.  The tool's reader
+(Lib/cds/_format.py) has the header and the index; this adds what the
+tests check and change: relocations, fixups, module checksums.
 """
 
 import struct
 
-MAGIC = b'PYCDS\r\n\x1a'
-FORMAT_VERSION = 4
-COMPLETE = 0x45544c504d4f43
+# the layout, the checksum and the index reader are the tool's
+# (Lib/cds/_format.py, also written from the documentation)
+from cds._format import (  # noqa: F401
+    MAGIC, FORMAT_VERSION, COMPLETE, REGIONS, MODULE_REGIONS, HEADER,
+    HEADER_FIELDS, ENTRY, ENTRY_FIELDS, KINDS, M64, P1, P2, _rotl, checksum,
+    read_header, header_checksum, read_index)
+
 PAGE = 4096
 
-# the object regions, in file order; modules have a range in all but 'str'
-REGIONS = ('str', 'tup', 'code', 'warm', 'cold')
-MODULE_REGIONS = REGIONS[1:]
 
-HEADER = struct.Struct('<8sII32sQQQQQQQQQQ5Q5QQQqQQQ')
-HEADER_FIELDS = (('magic', 'format_version', 'header_size', 'fingerprint',
-                  'preferred_base', 'file_size', 'index_offset', 'module_count',
-                  'strtab_offset', 'strtab_size', 'reloc_offset', 'reloc_count',
-                  'fixup_offset', 'fixup_count')
-                 + tuple(f'{r}_offset' for r in REGIONS)
-                 + tuple(f'{r}_size' for r in REGIONS)
-                 + ('seed_size', 'seed_checksum', 'optimize', 'index_checksum', 'header_checksum', 'complete'))
-
-ENTRY = struct.Struct('<IIQQQqqQqqQ8QQQQQQQ')
-ENTRY_FIELDS = (('kind', 'name_len', 'name_off', 'path_off', 'path_len',
-                 'mtime_ns', 'size', 'source_hash', 'pyc_mtime_ns', 'pyc_size',
-                 'code')
-                + tuple(f'{r}_{end}' for r in MODULE_REGIONS
-                        for end in ('start', 'end'))
-                + ('reloc_start', 'reloc_count', 'fixup_start', 'fixup_count',
-                   'checksum', 'reloc_checksum'))
-KINDS = {1: 'source', 2: 'frozen'}
 class _FixupWord:
     """A fixup: one 64-bit word, offset | kind, read and written as the
     pair (offset, kind)."""
@@ -56,43 +41,6 @@ class _FixupWord:
 FIXUP = _FixupWord()
 FIXUP_KINDS = {1: 'intern', 2: 'frozenset', 3: 'code'}
 
-M64 = (1 << 64) - 1
-P1 = 0x9E3779B185EBCA87
-P2 = 0xC2B2AE3D27D4EB4F
-
-
-def _rotl(x, r):
-    return ((x << r) | (x >> (64 - r))) & M64
-
-
-def checksum(data, h=0):
-    """The archive's 64-bit checksum of 'data', continuing from 'h'."""
-    data = bytes(data)
-    n = len(data)
-    padded = data + bytes(-n % 32 if n else 32)
-    a = [h, h ^ P1, h ^ P2, ~h & M64]
-    b = [0, 0, 0, 0]
-    for i, (w,) in enumerate(struct.iter_unpack('<Q', padded)):
-        lane = i % 4
-        a[lane] = (a[lane] + w) & M64
-        b[lane] = (b[lane] + a[lane]) & M64
-    x = (n * P1) & M64
-    for i in range(4):
-        x = (_rotl(x ^ ((a[i] + _rotl(b[i], 23)) & M64), 31) * P2) & M64
-    x ^= x >> 33
-    x = (x * P1) & M64
-    x ^= x >> 29
-    return x
-
-
-def read_header(data):
-    return dict(zip(HEADER_FIELDS, HEADER.unpack_from(data, 0)))
-
-
-def header_checksum(fields):
-    f = dict(fields, header_checksum=0, complete=0)
-    return checksum(HEADER.pack(*(f[k] for k in HEADER_FIELDS)))
-
 
 def set_header(data, **changes):
     """Return 'data' with header fields changed and the checksum redone."""
@@ -100,23 +48,6 @@ def set_header(data, **changes):
     h.update(changes)
     h['header_checksum'] = header_checksum(h)
     return HEADER.pack(*(h[k] for k in HEADER_FIELDS)) + bytes(data[HEADER.size:])
-
-
-def read_index(data):
-    h = read_header(data)
-    strtab = h['strtab_offset']
-    entries = []
-    for i in range(h['module_count']):
-        e = dict(zip(ENTRY_FIELDS,
-                     ENTRY.unpack_from(data, h['index_offset'] + i * ENTRY.size)))
-        e['kind'] = KINDS[e['kind']]
-        e['name'] = bytes(data[strtab + e['name_off']:
-                               strtab + e['name_off'] + e['name_len']]).decode()
-        e['path'] = (bytes(data[strtab + e['path_off']:
-                                strtab + e['path_off'] + e['path_len']])
-                     if e['path_len'] else None)
-        entries.append(e)
-    return entries
 
 
 def reloc_runs(entry):

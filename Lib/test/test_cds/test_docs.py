@@ -31,6 +31,7 @@ SRC_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 PAGES = [
     "Doc/library/cds.rst",
     "Doc/library/cds-format.rst",
+    "Doc/library/cds-container.rst",
     "Doc/library/python.rst",
     "Doc/using/cmdline.rst",
 ]
