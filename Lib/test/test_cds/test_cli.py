@@ -150,6 +150,11 @@ class InspectTests(AppTestCase):
         info = json.loads(cds_tool('info', '--json', path).stdout)
         self.assertEqual((info['this_interpreter'], info['usable_here']),
                          (False, False))
+        # verify says this interpreter cannot use it, and why
+        r = cds_tool('verify', path)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stdout, f'{path}: not usable: made by a different '
+                                   'interpreter build\n')
         # list and map read it all the same
         for command in ('list', 'map'):
             with self.subTest(command=command):
