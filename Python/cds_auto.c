@@ -89,18 +89,6 @@ dump_environ(void)
     return env;
 }
 
-/* "-X" NAME=VALUE argument: a new string, or NULL if out of memory. */
-static char *
-xarg(const char *name, const char *value)
-{
-    size_t n = strlen(name) + strlen(value) + 2;
-    char *arg = PyMem_RawMalloc(n);
-    if (arg != NULL) {
-        snprintf(arg, n, "%s=%s", name, value);
-    }
-    return arg;
-}
-
 /* Run the dump child and wait for it; its exit status, or -1 (logged). */
 static int
 run_dump(const _PyCDS_Settings *s, const char *list)
@@ -108,10 +96,12 @@ run_dump(const _PyCDS_Settings *s, const char *list)
     const PyConfig *config = _Py_GetConfig();
     char *exe = config->executable && config->executable[0]
                 ? _Py_EncodeLocaleRaw(config->executable, NULL) : NULL;
-    char *list_arg = xarg("cds_list", list);
-    char *archive_arg = xarg("cds_archive", s->archive_path);
-    char *base_arg = s->base_none ? xarg("cds_base", "none")
-                     : s->base_path ? xarg("cds_base", s->base_path) : NULL;
+    char *list_arg = _PyCDS_Concat("cds_list", "=", list);
+    char *archive_arg = _PyCDS_Concat("cds_archive", "=", s->archive_path);
+    char *base_arg = s->base_none ? _PyCDS_Concat("cds_base", "=", "none")
+                     : s->base_path ? _PyCDS_Concat("cds_base", "=",
+                                                    s->base_path)
+                     : NULL;
     char **env = dump_environ();
     int status = -1;
     if (exe == NULL || list_arg == NULL || archive_arg == NULL || env == NULL

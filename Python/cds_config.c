@@ -125,28 +125,33 @@ parse_level(const char *value, int *level)
     return 0;
 }
 
+/* a + b + c in a new string from the raw allocator; NULL if out of
+   memory.  (Also for the files that build paths and arguments late in
+   finalization.) */
+char *
+_PyCDS_Concat(const char *a, const char *b, const char *c)
+{
+    size_t n = strlen(a) + strlen(b) + strlen(c) + 1;
+    char *result = PyMem_RawMalloc(n);
+    if (result != NULL) {
+        snprintf(result, n, "%s%s%s", a, b, c);
+    }
+    return result;
+}
+
 /* Make 'path' absolute against the current directory, so that a later
    chdir() by the program does not change which file is used. */
 static char *
 absolute_path(const char *path)
 {
     if (path[0] == '/') {
-        char *copy = PyMem_RawMalloc(strlen(path) + 1);
-        if (copy != NULL) {
-            strcpy(copy, path);
-        }
-        return copy;
+        return _PyCDS_Concat(path, "", "");
     }
     char cwd[4096];
     if (getcwd(cwd, sizeof(cwd)) == NULL) {
         strcpy(cwd, ".");
     }
-    size_t n = strlen(cwd) + strlen(path) + 2;
-    char *result = PyMem_RawMalloc(n);
-    if (result != NULL) {
-        snprintf(result, n, "%s/%s", cwd, path);
-    }
-    return result;
+    return _PyCDS_Concat(cwd, "/", path);
 }
 
 /* Read a path option: -X NAME=PATH, then each environment variable. */
@@ -320,19 +325,6 @@ read_base(const PyConfig *config, _PyCDS_Settings *s)
                      &s->base_path);
 }
 
-/* AUTO keeps its module list beside the archive unless told: "PATH.lst"
-   (NULL if out of memory). */
-static char *
-auto_list_path(const char *archive)
-{
-    size_t n = strlen(archive) + 5;
-    char *path = PyMem_RawMalloc(n);
-    if (path != NULL) {
-        snprintf(path, n, "%s.lst", archive);
-    }
-    return path;
-}
-
 static void
 free_paths(_PyCDS_Settings *s)
 {
@@ -440,9 +432,8 @@ _PyCDS_ReadConfig(const PyConfig *config)
         goto error;
     }
 
-    if (s.auto_refresh && s.list_path == NULL
-        && (s.list_path = auto_list_path(s.archive_path)) == NULL)
-    {
+    if (s.auto_refresh && s.list_path == NULL    /* AUTO's: PATH.lst */
+        && !(s.list_path = _PyCDS_Concat(s.archive_path, ".lst", ""))) {
         status = _PyStatus_NO_MEMORY();
         goto error;
     }

@@ -337,6 +337,10 @@ extern int _PyCDS_TraceMergeLocked(const char *list_path, int *busy,
 extern void _PyCDS_TraceUnlock(int lockfd);
 extern void _PyCDS_TraceClear(void);
 
+/* cds_config.c: a + b + c, a new string of the raw allocator (NULL if out
+   of memory) */
+extern char *_PyCDS_Concat(const char *a, const char *b, const char *c);
+
 /* --- cds_auto.c: AUTO, share mode keeping its archive current ----------- */
 
 extern void _PyCDS_AutoStart(void);

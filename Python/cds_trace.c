@@ -88,12 +88,10 @@ warn(const char *fmt, const char *arg1, const char *arg2)
 static int
 lock_list(const char *path, int wait, int *busy)
 {
-    size_t n = strlen(path) + 8;
-    char *lockpath = PyMem_RawMalloc(n);
+    char *lockpath = _PyCDS_Concat(path, ".lock", "");
     if (lockpath == NULL) {
         return -1;
     }
-    snprintf(lockpath, n, "%s.lock", path);
     int fd = open(lockpath, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK
                             | O_CLOEXEC, 0600);
     struct stat st;

@@ -124,37 +124,32 @@ def main(argv=None):
     stdlib.add_argument('-v', '--verbose', action='store_true',
                         help='say what the dump leaves out')
     stdlib.set_defaults(run=_run_stdlib)
-    info = commands.add_parser(
-        'info', help='what an archive is and whose',
-        description='Print the format version of ARCHIVE, the interpreter '
-                    'build it belongs to (and whether it is this one), the '
-                    'options it was made with, its module count and its '
-                    'size by region.  Exit status 1 if this interpreter '
-                    'cannot use it.')
-    info.add_argument('archive', metavar='ARCHIVE')
-    info.add_argument('--json', action='store_true',
-                      help='print the result as JSON')
-    info.set_defaults(run=_inspect.run_info)
-    list_ = commands.add_parser(
-        'list', help='the modules of an archive',
-        description='Print each module of ARCHIVE: its name, the bytes of '
-                    'its objects and the source file it was made from.')
-    list_.add_argument('archive', metavar='ARCHIVE')
-    list_.add_argument('--json', action='store_true',
-                       help='print the result as JSON')
-    list_.set_defaults(run=_inspect.run_list)
-    map_ = commands.add_parser(
-        'map', help='where the objects of each module are',
-        description='Print the regions of ARCHIVE and, per module, where '
-                    'its code object is and how many bytes of each region '
-                    'its objects take, with its relocation and fixup '
-                    'records (see Doc/library/cds-format.rst).')
-    map_.add_argument('archive', metavar='ARCHIVE')
+    def reader(name, run, help, description):
+        """A command that reads ARCHIVE (and can print JSON)."""
+        command = commands.add_parser(name, help=help,
+                                      description=description)
+        command.add_argument('archive', metavar='ARCHIVE')
+        command.add_argument('--json', action='store_true',
+                             help='print the result as JSON')
+        command.set_defaults(run=run)
+        return command
+
+    reader('info', _inspect.run_info, 'what an archive is and whose',
+           'Print the format version of ARCHIVE, the interpreter build it '
+           'belongs to (and whether it is this one), the options it was '
+           'made with, its module count and its size by region.  Exit '
+           'status 1 if this interpreter cannot use it.')
+    reader('list', _inspect.run_list, 'the modules of an archive',
+           'Print each module of ARCHIVE: its name, the bytes of its '
+           'objects and the source file it was made from.')
+    map_ = reader('map', _inspect.run_map,
+                  'where the objects of each module are',
+                  'Print the regions of ARCHIVE and, per module, where its '
+                  'code object is and how many bytes of each region its '
+                  'objects take, with its relocation and fixup records '
+                  '(see Doc/library/cds-format.rst).')
     map_.add_argument('--module', action='append', metavar='NAME',
                       help='only this module (repeatable)')
-    map_.add_argument('--json', action='store_true',
-                      help='print the result as JSON')
-    map_.set_defaults(run=_inspect.run_map)
     train = commands.add_parser(
         'train', help='trace a command and dump its archive, in one step',
         usage='python -m cds train [-h] -o ARCHIVE [--list LIST] '
