@@ -239,7 +239,8 @@ map_file(int fd, uint64_t size, void *want)
 }
 
 const char *
-_PyCDS_MapArchive(const char *path, int anywhere, _PyCDS_Map *map)
+_PyCDS_MapArchive(const char *path, int anywhere, int keep_fd,
+                  _PyCDS_Map *map)
 {
     const _PyCDS_Image *image = _PyCDS_GetImage();
     if (!image->found) {
@@ -271,15 +272,20 @@ _PyCDS_MapArchive(const char *path, int anywhere, _PyCDS_Map *map)
        address is taken */
     char *base = map_file(fd, h.file_size,
                           anywhere ? NULL : (void *)(uintptr_t)h.preferred_base);
-    close(fd);
-    if (base == NULL) {
-        return "cannot map the file";
+    reason = base == NULL ? "cannot map the file" : check_index(base, &h);
+    if (reason != NULL || !keep_fd) {
+        close(fd);
+        fd = -1;
     }
-    reason = check_index(base, &h);
     if (reason != NULL) {
-        munmap(base, h.file_size);
+        if (base != NULL) {
+            munmap(base, h.file_size);
+        }
         return reason;
     }
+    map->fd = fd;
+    map->dev = st.st_dev;
+    map->ino = st.st_ino;
     map->base = base;
     map->size = h.file_size;
     map->hdr = (const cds_header *)base;
@@ -291,11 +297,39 @@ _PyCDS_MapArchive(const char *path, int anywhere, _PyCDS_Map *map)
     return NULL;
 }
 
+/* The file a program could have closed (os.closerange() when it becomes
+   a daemon) and whose descriptor may now be another file's: checked, and
+   read only if still ours.  Whatever is read is checksummed after. */
+void
+_PyCDS_MapRead(const _PyCDS_Map *map, int n, void *const *to,
+               const uint64_t *offset, const uint64_t *len)
+{
+    struct stat st;
+    int use_fd = map->fd >= 0 && fstat(map->fd, &st) == 0
+                 && st.st_dev == map->dev && st.st_ino == map->ino;
+    for (int i = 0; i < n; i++) {
+        if (len[i] == 0) {
+            continue;
+        }
+        /* from the page cache, without mapping (and so faulting in and
+           later dropping) the file's pages */
+        if (use_fd && pread(map->fd, to[i], len[i], (off_t)offset[i])
+                      == (ssize_t)len[i])
+        {
+            continue;
+        }
+        memcpy(to[i], map->base + offset[i], len[i]);
+    }
+}
+
 void
 _PyCDS_UnmapArchive(_PyCDS_Map *map)
 {
     if (map->base != NULL) {
         munmap(map->base, map->size);
+    }
+    if (map->fd >= 0 && map->base != NULL) {
+        close(map->fd);
     }
     memset(map, 0, sizeof(*map));
 }

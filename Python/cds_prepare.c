@@ -220,21 +220,7 @@ _PyCDS_ModuleView(const _PyCDS_Archive *a, size_t i, _PyCDS_View *v)
     }
 }
 
-/* Copy mode: let the kernel drop the mapping's pages of [p, p + len),
-   clean file pages read again from the page cache if ever needed, so that
-   the process keeps only what it copied. */
-static void
-drop_pages(const void *p, uint64_t len)
-{
-    uintptr_t page = (uintptr_t)CDS_PAGE - 1;
-    uintptr_t lo = (uintptr_t)p & ~page;
-    uintptr_t hi = ((uintptr_t)p + len + page) & ~page;
-    if (len != 0) {
-        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
-    }
-}
-
-/* Copy mode: copy the module's ranges to one heap block, each range
+/* Copy mode: read the module's ranges into one heap block, each range
    16-aligned as in the file. */
 static char *
 copy_module(_PyCDS_Archive *a, size_t index)
@@ -254,10 +240,14 @@ copy_module(_PyCDS_Archive *a, size_t index)
     a->mod_block[index] = block;
     _PyCDS_View v;
     _PyCDS_ModuleView(a, index, &v);
+    void *to[CDS_NRANGES];
+    uint64_t offset[CDS_NRANGES], len[CDS_NRANGES];
     for (int r = 0; r < CDS_NRANGES; r++) {
-        memcpy(v.at[r], a->map.base + e->range[r][0],
-               e->range[r][1] - e->range[r][0]);
+        to[r] = v.at[r];
+        offset[r] = e->range[r][0];
+        len[r] = e->range[r][1] - e->range[r][0];
     }
+    _PyCDS_MapRead(&a->map, CDS_NRANGES, to, offset, len);
     return block;
 }
 
@@ -637,19 +627,13 @@ apply_fixups(_PyCDS_Archive *a, const _PyCDS_View *v, const cds_fixup *fixups,
     return 0;
 }
 
-const char *
-_PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *name)
+static const char *
+prepare_module(_PyCDS_Archive *a, const cds_index_entry *e, const char *name,
+               const uint64_t *relocs, const cds_fixup *fixups)
 {
     const cds_header *h = a->map.hdr;
     char *base = a->map.base;
     size_t index = (size_t)(e - a->map.index);
-    if (!entry_ok(a, e)) {
-        return "bad index entry (corrupt archive)";
-    }
-    const uint64_t *relocs = (const uint64_t *)(base + h->reloc_offset)
-                             + e->reloc_start;
-    const cds_fixup *fixups = (const cds_fixup *)(base + h->fixup_offset)
-                              + e->fixup_start;
     if (!fixups_ok(a, e, fixups)) {
         return "bad fixup (corrupt archive)";
     }
@@ -702,17 +686,41 @@ _PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *na
            into the mapping, to a string never set up in copy mode */
         return "a shared string without an intern fixup (corrupt archive)";
     }
-    if (a->copy) {
-        /* What was read for the module is not kept in this process: the
-           records and every object region (a fault maps a whole large
-           folio of the page cache, so more than the module's own pages
-           are mapped); the shared strings stay mapped.  (Dropping after
-           several modules instead leaves more mapped at the end.) */
-        drop_pages(base + h->reloc_offset,
-                   h->region_offset[R_STR] - h->reloc_offset);
-        drop_pages(base + h->region_offset[R_STR + 1],
-                   a->map.size - h->region_offset[R_STR + 1]);
-    }
     a->prepared++;
     return NULL;
+}
+
+const char *
+_PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *name)
+{
+    const cds_header *h = a->map.hdr;
+    if (!entry_ok(a, e)) {
+        return "bad index entry (corrupt archive)";
+    }
+    const uint64_t *relocs = (const uint64_t *)(a->map.base + h->reloc_offset)
+                             + e->reloc_start;
+    const cds_fixup *fixups = (const cds_fixup *)(a->map.base + h->fixup_offset)
+                              + e->fixup_start;
+    if (!a->copy) {
+        return prepare_module(a, e, name, relocs, fixups);
+    }
+    /* Copy mode reads the module's records, as its objects, with pread():
+       the mapping's pages of the records and the object regions are never
+       touched (a fault would map a whole large folio of the page cache
+       into the process, and mapping then dropping them costs more than
+       the read).  Only the shared strings are read through the mapping. */
+    uint64_t *records = PyMem_RawMalloc(8 * (e->reloc_count + e->fixup_count)
+                                        + 8);
+    if (records == NULL) {
+        return "out of memory";
+    }
+    void *to[2] = {records, records + e->reloc_count};
+    uint64_t offset[2] = {h->reloc_offset + 8 * e->reloc_start,
+                          h->fixup_offset + 8 * e->fixup_start};
+    uint64_t len[2] = {8 * e->reloc_count, 8 * e->fixup_count};
+    _PyCDS_MapRead(&a->map, 2, to, offset, len);
+    const char *reason = prepare_module(a, e, name, records,
+                                        records + e->reloc_count);
+    PyMem_RawFree(records);
+    return reason;
 }

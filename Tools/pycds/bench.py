@@ -4,12 +4,14 @@ Usage (from the top of a built tree; `make cds-bench` runs it):
 
     ./python Tools/pycds/bench.py [--runs N] [--python PATH] [--callgrind]
                                   [--pip] [--third-party] [--only NAME ...]
-                                  [--timer hyperfine|internal]
+                                  [--timer hyperfine|internal] [--no-stock]
 
 For every workload it traces the program, dumps its archive, checks that
 the program prints the same output with and without the archive, then times
-whole processes with the archive off and on on the same binary, and prints
-medians and the ratio time(off) / time(share).  The timer is hyperfine
+whole processes of stock CPython 3.13.5 (built once, cached, from the same
+pristine tarball with the same configure options: Tools/pycds/stock.py) and
+of this interpreter with the archive off and on, and prints medians and the
+ratios time(stock) / time(variant) (without stock: time(off) / time(variant)).  The timer is hyperfine
 (Debian package "hyperfine") when installed: it runs in rounds of a few
 runs of each variant, so that the variants are interleaved and drift in the
 machine's load hits both; without it, or with --timer internal, a plain
@@ -41,6 +43,7 @@ import sys
 import tempfile
 import time
 
+from stock import stock_python
 from test.test_cds.util import (NO_BASE, STDLIB_IMPORTS, dump_args, pip_site, pyc_size,
                                 run_python, share_args, timing_env, trace_args,
                                 write_stdlib_list)
@@ -238,8 +241,8 @@ def run(python, args, cwd):
                       timeout=None, default_archive=True)
 
 
-def hyperfine_times(python, variants, cwd, runs):
-    """Wall times (s) of each argument list in 'variants', from hyperfine
+def hyperfine_times(variants, cwd, runs):
+    """Wall times (s) of each command (a list) in 'variants', from hyperfine
     rounds of up to 5 runs each, so that the variants interleave."""
     times = [[] for _ in variants]
     done = 0
@@ -247,7 +250,7 @@ def hyperfine_times(python, variants, cwd, runs):
         out = os.path.join(tmp, 'h.json')
         while done < runs:
             k = min(5, runs - done)
-            cmds = [' '.join([python, *a]) for a in variants]
+            cmds = [' '.join(a) for a in variants]
             subprocess.run(['hyperfine', '-N', '--style', 'none', '--runs', str(k),
                             '--warmup', '1', '--export-json', out, *cmds],
                            cwd=cwd, env=timing_env(), check=True,
@@ -259,15 +262,16 @@ def hyperfine_times(python, variants, cwd, runs):
     return times
 
 
-def measure(python, variants, cwd, runs, timer):
+def measure(variants, cwd, runs, timer):
+    """Wall times (s) of each command (a list: interpreter and arguments)."""
     if timer == 'hyperfine' and not any(' ' in x for a in variants for x in a):
-        return hyperfine_times(python, variants, cwd, runs)
+        return hyperfine_times(variants, cwd, runs)
     for a in variants:
-        timed(python, a, cwd)       # warm-up
+        timed(a, cwd)       # warm-up
     times = [[] for _ in variants]
     for _ in range(runs):
         for i, a in enumerate(variants):
-            times[i].append(timed(python, a, cwd))
+            times[i].append(timed(a, cwd))
     return times
 
 
@@ -288,20 +292,20 @@ def archive_costs(python, shared_args, cwd):
     return info
 
 
-def timed(python, args, cwd):
+def timed(command, cwd):
     env = timing_env()
     t0 = time.perf_counter()
-    r = subprocess.run([python, *args], cwd=cwd, env=env,
+    r = subprocess.run(command, cwd=cwd, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t = time.perf_counter() - t0
     if r.returncode != 0:
-        raise RuntimeError(f'{args} exited with {r.returncode}')
+        raise RuntimeError(f'{command} exited with {r.returncode}')
     return t
 
 
-def callgrind(python, args, cwd):
+def callgrind(command, cwd):
     r = subprocess.run(['valgrind', '--tool=callgrind',
-                        '--callgrind-out-file=/dev/null', python, *args],
+                        '--callgrind-out-file=/dev/null', *command],
                        cwd=cwd, env=timing_env(), capture_output=True, text=True)
     m = re.search(r'Collected : (\d+)', r.stderr)
     return int(m.group(1)) if m else None
@@ -316,7 +320,8 @@ def extra_comparisons(python, workdir, common, runs, timer):
     lst = os.path.join(workdir, 'trace-bench.lst')
     off_args = common + ['-X', 'cds=off', 'stdlib_app.py']
     traced_args = common + trace_args(lst) + ['stdlib_app.py']
-    off, trace = measure(python, [off_args, traced_args], workdir, runs, timer)
+    off, trace = measure([[python, *off_args], [python, *traced_args]],
+                         workdir, runs, timer)
     t_off, t_trace = statistics.median(off), statistics.median(trace)
     lines.append(f'TRACE overhead (stdlib program): off {t_off * 1000:.1f} ms, '
                  f'trace {t_trace * 1000:.1f} ms: {(t_trace / t_off - 1) * 100:+.1f}% '
@@ -342,16 +347,17 @@ def extra_comparisons(python, workdir, common, runs, timer):
     pass_whole = common + list(NO_BASE) + share_args(whole) + ['-c', 'pass']
     pass_default = common + ['-c', 'pass']
     pass_off = common + ['-X', 'cds=off', '-c', 'pass']
-    variants = [pass_off, pass_small, pass_whole, pass_default]
+    variants = [[python, *v] for v in (pass_off, pass_small, pass_whole,
+                                       pass_default)]
     o, s, w, d = (statistics.median(t) for t in
-                  measure(python, variants, workdir, runs, timer))
+                  measure(variants, workdir, runs, timer))
     lines.append(f'python -c pass: off {o * 1000:.2f} ms, archive of what it imports '
                  f'({os.path.getsize(small) / 1e6:.1f} MB) {s * 1000:.2f} ms, '
                  f'whole-stdlib archive ({os.path.getsize(whole) / 1e6:.0f} MB) '
                  f'{w * 1000:.2f} ms, default archive {d * 1000:.2f} ms: '
                  f'default/small {d / s:.3f} (target <= 1.02)')
     if shutil.which('valgrind'):
-        io, is_, iw, id_ = (callgrind(python, v, workdir) for v in variants)
+        io, is_, iw, id_ = (callgrind(v, workdir) for v in variants)
         if io and is_ and id_:
             lines.append(f'python -c pass, instructions: off {io / 1e6:.1f}M, '
                          f'archive of what it imports {is_ / 1e6:.1f}M, default '
@@ -398,7 +404,10 @@ def main():
                         default='hyperfine' if shutil.which('hyperfine') else 'internal')
     parser.add_argument('--no-extra', action='store_true',
                         help='skip the TRACE and whole-stdlib comparisons')
+    parser.add_argument('--no-stock', action='store_true',
+                        help='do not build and measure stock CPython 3.13.5')
     args = parser.parse_args()
+    stock = None if args.no_stock else stock_python(args.python)
 
     workdir = tempfile.mkdtemp(prefix='cds-bench-')
     common = ['-X', 'frozen_modules=on']
@@ -415,6 +424,7 @@ def main():
             alone = os.path.join(workdir, tag + '.cds')
             layered = os.path.join(workdir, tag + '-app.cds')
             variants = {
+                'stock': common + wl.args,
                 'off': common + ['-X', 'cds=off'] + wl.args,
                 # what plain python does: the installation's default archive
                 'default': common + wl.args,
@@ -434,12 +444,16 @@ def main():
             r = run(args.python, common + dump_args(lst, layered), workdir)
             if r.returncode:
                 raise RuntimeError(r.stderr)
-            outs = {k: run(args.python, v, workdir) for k, v in variants.items()}
+            if stock is None:
+                del variants['stock']
+            # each variant as a command: the interpreter, then its arguments
+            commands = {k: [stock if k == 'stock' else args.python, *v]
+                        for k, v in variants.items()}
+            outs = {k: run(c[0], c[1:], workdir) for k, c in commands.items()}
             same = all(o.stdout == outs['off'].stdout and o.returncode == 0
                        for o in outs.values())
             runs = args.runs if not wl.name.startswith('steady') else max(5, args.runs // 6)
-            times = measure(args.python, list(variants.values()), workdir,
-                            runs, args.timer)
+            times = measure(list(commands.values()), workdir, runs, args.timer)
             ms = {k: statistics.median(t) * 1000 for k, t in zip(variants, times)}
             info = archive_costs(args.python, variants['default+app'], workdir) or {}
             row = {
@@ -448,6 +462,8 @@ def main():
                 'off_ms': ms['off'],
                 'share_ms': ms['default+app'],
                 'ratio': ms['off'] / ms['default+app'],
+                'stock_ratio': (ms['stock'] / ms['default+app']
+                                if 'stock' in ms else None),
                 'same_output': same,
                 'archive_bytes': os.path.getsize(alone),
                 'app_bytes': os.path.getsize(layered),
@@ -458,8 +474,8 @@ def main():
                 'served': info.get('served', 0),
             }
             if args.callgrind and shutil.which('valgrind'):
-                row['instr'] = {k: callgrind(args.python, v, workdir)
-                                for k, v in variants.items()}
+                row['instr'] = {k: callgrind(c, workdir)
+                                for k, c in commands.items()}
             rows.append(row)
             print(f"{wl.name}: " + ', '.join(f'{k} {v:.1f} ms'
                                              for k, v in ms.items()),
@@ -473,40 +489,50 @@ def main():
     print(f'runs: {args.runs} (steady-state: fewer), median wall time, timer: '
           f'{args.timer}; interpreter: {args.python} -X frozen_modules=on')
     print()
-    names = ('default', 'default+app', 'app alone')
-    print('Wall time (median ms) and off/variant; "default" is plain python '
-          "(the installation's default archive), \"default+app\" an "
-          'application archive over it, "app alone" an archive of everything '
-          'the program imports with no default archive (-X cds_base=none):')
+    # ratios against stock CPython when it was measured, else against off
+    base = 'stock' if stock else 'off'
+    names = (('off',) if stock else ()) + ('default', 'default+app',
+                                           'app alone')
+    print(f'Wall time (median ms) and {base}/variant; "off" is -X cds=off, '
+          '"default" plain python (the installation\'s default archive), '
+          '"default+app" an application archive over it, "app alone" an '
+          'archive of everything the program imports with no default '
+          'archive (-X cds_base=none):')
+    if stock:
+        print(f'(stock: {stock}, CPython 3.13.5 built with the same options)')
     print()
-    print('| workload | off | ' + ' | '.join(names) + ' | same output | served '
-          '| open + prepare (ms) | app archive: alone / over default | .pyc | dump |')
+    print(f'| workload | {base} | ' + ' | '.join(names) + ' | same output | '
+          'served | open + prepare (ms) | app archive: alone / over default '
+          '| .pyc | dump |')
     print('|---|---:|' + '---:|' * len(names) + '---|---:|---:|---:|---:|---:|')
     for r in rows:
         ms = r['ms']
-        cells = ' | '.join(f"{ms[n]:.1f} ({ms['off'] / ms[n]:.2f}x)" for n in names)
-        print(f"| {r['workload']} | {ms['off']:.1f} | {cells} | "
+        cells = ' | '.join(f"{ms[n]:.1f} ({ms[base] / ms[n]:.2f}x)"
+                           for n in names)
+        print(f"| {r['workload']} | {ms[base]:.1f} | {cells} | "
               f"{'yes' if r['same_output'] else 'NO'} | {r['served']} | "
               f"{r['open_ms']:.2f} + {r['prepare_ms']:.2f} | "
               f"{r['archive_bytes'] / 1e6:.1f} / {r['app_bytes'] / 1e6:.2f} MB | "
               f"{r['pyc_bytes'] / 1e6:.1f} MB | {r['dump_s']:.2f} s |")
     if args.callgrind:
         print()
-        print('Instructions (callgrind, millions) and off/variant:')
+        print(f'Instructions (callgrind, millions) and {base}/variant:')
         print()
-        print('| workload | off | ' + ' | '.join(names) + ' |')
+        print(f'| workload | {base} | ' + ' | '.join(names) + ' |')
         print('|---|---:|' + '---:|' * len(names))
         for r in rows:
             i = r.get('instr', {})
-            if not all(i.get(k) for k in ('off',) + names):
+            if not all(i.get(k) for k in (base,) + names):
                 continue
-            cells = ' | '.join(f"{i[n] / 1e6:.1f} ({i['off'] / i[n]:.3f}x)"
+            cells = ' | '.join(f"{i[n] / 1e6:.1f} ({i[base] / i[n]:.3f}x)"
                                for n in names)
-            print(f"| {r['workload']} | {i['off'] / 1e6:.1f} | {cells} |")
-    ratios = [r['ratio'] for r in rows if r['workload'].startswith('3rd-party')]
-    if ratios:
-        print(f'\nthird-party geometric mean off/share: '
-              f'{statistics.geometric_mean(ratios):.2f}')
+            print(f"| {r['workload']} | {i[base] / 1e6:.1f} | {cells} |")
+    third = [r for r in rows if r['workload'].startswith('3rd-party')]
+    if third:
+        print(f'\nthird-party geometric mean, wall time, off/share: '
+              f"{statistics.geometric_mean([r['ratio'] for r in third]):.2f}"
+              + (f", stock/share: {statistics.geometric_mean([r['stock_ratio'] for r in third]):.2f}"
+                 if stock else ''))
     for line in extra:
         print(line)
     if args.json:
