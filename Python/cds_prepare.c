@@ -470,6 +470,16 @@ relocate_copy(_PyCDS_Archive *a, const _PyCDS_View *v, const uint64_t *relocs,
     return more;
 }
 
+/* Where the string at 'off' goes first in a table of 'cap' (a power of
+   two) slots: the offsets of the strings a module uses are close together,
+   and a slot per CDS_ALIGN bytes would put them in long runs of full
+   slots, which each miss would walk */
+static inline size_t
+str_copy_slot(uint64_t off, size_t cap)
+{
+    return (size_t)(((off / CDS_ALIGN) * 0x9E3779B97F4A7C15u) >> 32) & (cap - 1);
+}
+
 /* Copy mode: the string the fixups of the shared string 's' (in the
    mapping, well-formed) resolve to: an equal string interned before, or
    a copy of 's' interned now.  NULL (logged) if out of memory. */
@@ -487,7 +497,7 @@ interned_copy(_PyCDS_Archive *a, PyInterpreterState *interp, PyObject *s)
         }
         for (size_t k = 0; k < a->str_copy_cap; k++) {
             if (a->str_copy[k].off != 0) {
-                size_t j = (size_t)(a->str_copy[k].off / CDS_ALIGN) & (cap - 1);
+                size_t j = str_copy_slot(a->str_copy[k].off, cap);
                 while (t[j].off != 0) {
                     j = (j + 1) & (cap - 1);
                 }
@@ -499,7 +509,7 @@ interned_copy(_PyCDS_Archive *a, PyInterpreterState *interp, PyObject *s)
         a->str_copy_cap = cap;
     }
     size_t mask = a->str_copy_cap - 1;
-    size_t j = (size_t)(off / CDS_ALIGN) & mask;
+    size_t j = str_copy_slot(off, a->str_copy_cap);
     for (; a->str_copy[j].off != 0; j = (j + 1) & mask) {
         if (a->str_copy[j].off == off) {
             return a->str_copy[j].str;
@@ -631,8 +641,6 @@ static const char *
 prepare_module(_PyCDS_Archive *a, const cds_index_entry *e, const char *name,
                const uint64_t *relocs, const cds_fixup *fixups)
 {
-    const cds_header *h = a->map.hdr;
-    char *base = a->map.base;
     size_t index = (size_t)(e - a->map.index);
     if (!fixups_ok(a, e, fixups)) {
         return "bad fixup (corrupt archive)";
