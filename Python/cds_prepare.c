@@ -327,68 +327,71 @@ module_checksum(_PyCDS_Archive *a, const _PyCDS_View *v,
    range's run of bits counts from the range's start rounded down to 8
    bytes (cds_format.h). */
 typedef struct {
-    const _PyCDS_View *v;
-    const uint64_t *words;
+    const uint64_t *words[CDS_NRANGES];
+    uint64_t nw[CDS_NRANGES];    /* words in the run */
+    uint64_t *at[CDS_NRANGES];   /* the slot bit 0 of the run marks */
     int r;                       /* the range */
-    uint64_t w, nw;              /* the word of the run, words in the run */
+    uint64_t w;                  /* the word of the run */
     uint64_t bits;               /* what is left of word w */
-    uint64_t skew, end;          /* where the range's slots may be */
-    char *at;                    /* the address bit 0 of the run marks */
 } reloc_iter;
 
-static void
-reloc_iter_range(reloc_iter *it)
-{
-    const uint64_t *range = it->v->e->range[it->r];
-    it->skew = range[0] & 7;
-    it->end = range[1] - (range[0] - it->skew);
-    it->nw = _PyCDS_RangeRelocWords(range[0], range[1]);
-    it->at = it->v->at[it->r] - it->skew;
-    it->w = 0;
-    it->bits = it->nw ? *it->words++ : 0;
-}
-
-static void
+/* 0 if a bit marks a slot outside its range (nothing is written then):
+   one that starts before the range (bit 0, if the range does not start
+   on 8 bytes) or does not end inside it (in the run's last word) */
+static int
 reloc_iter_init(reloc_iter *it, const _PyCDS_View *v, const uint64_t *words)
 {
-    it->v = v;
-    it->words = words;
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        const uint64_t *range = v->e->range[r];
+        uint64_t skew = range[0] & 7;
+        uint64_t nw = _PyCDS_RangeRelocWords(range[0], range[1]);
+        if (nw > 0) {
+            uint64_t fit = (range[1] - (range[0] - skew)) / 8;
+            uint64_t last = fit - 64 * (nw - 1);     /* 1 to 64 bits */
+            if ((skew != 0 && (words[0] & 1))
+                || (last < 64 && (words[nw - 1] >> last) != 0))
+            {
+                return 0;
+            }
+        }
+        it->words[r] = words;
+        it->nw[r] = nw;
+        it->at[r] = (uint64_t *)(v->at[r] - skew);
+        words += nw;
+    }
     it->r = 0;
-    reloc_iter_range(it);
+    it->w = 0;
+    it->bits = it->nw[0] ? it->words[0][0] : 0;
+    return 1;
 }
 
-/* 1 and *slot set, 0 when done, -1 for a bit past its range; inlined
-   into the loops of both relocations, where it runs once per pointer */
-static Py_ALWAYS_INLINE inline int
-reloc_next(reloc_iter *it, uint64_t **slot)
+/* The next slot, or NULL when done; inlined into the loops of both
+   relocations, where it runs once per pointer */
+static Py_ALWAYS_INLINE inline uint64_t *
+reloc_next(reloc_iter *it)
 {
     while (it->bits == 0) {
-        if (++it->w < it->nw) {
-            it->bits = *it->words++;
+        if (++it->w < it->nw[it->r]) {
+            it->bits = it->words[it->r][it->w];
         }
         else if (++it->r < CDS_NRANGES) {
-            reloc_iter_range(it);
+            it->w = 0;
+            it->bits = it->nw[it->r] ? it->words[it->r][0] : 0;
         }
         else {
-            return 0;
+            return NULL;
         }
     }
-    uint64_t off = 8 * (64 * it->w + (uint64_t)__builtin_ctzll(it->bits));
+    uint64_t *slot = it->at[it->r] + 64 * it->w + __builtin_ctzll(it->bits);
     it->bits &= it->bits - 1;
-    if (off < it->skew || off + 8 > it->end) {
-        return -1;
-    }
-    *slot = (uint64_t *)(it->at + off);
-    return 1;
+    return slot;
 }
 
 /* Relocate only when something moved: otherwise nothing is written.
    Each set bit of the module's bitmap is a pointer slot; its value says
    whether it points into the archive (as laid out for preferred_base) or
-   into the interpreter image, and only what moved is written.  A bit past
-   the end of its range is refused.  A bad bitmap leaves the module half
-   relocated, but a module that fails here is never used, and its pages
-   are its own. */
+   into the interpreter image, and only what moved is written.  A bit
+   outside its range is refused before anything is written. */
 static int
 relocate_in_place(_PyCDS_Archive *a, const _PyCDS_View *v,
                   const uint64_t *relocs)
@@ -398,22 +401,23 @@ relocate_in_place(_PyCDS_Archive *a, const _PyCDS_View *v,
     uint64_t size = a->map.hdr->file_size;
     uint64_t archive = (uint64_t)a->map.archive_delta;
     uint64_t image = (uint64_t)a->map.image_delta;
+    reloc_iter it;
+    if (!reloc_iter_init(&it, v, relocs)) {
+        return -1;
+    }
     if (a->protect) {
         _PyCDS_ProtectRange(&a->map, e->range[R_COLD - 1][0],
                             e->range[R_COLD - 1][1], 1);
     }
-    reloc_iter it;
-    reloc_iter_init(&it, v, relocs);
     uint64_t *slot;
-    int more;
-    while ((more = reloc_next(&it, &slot)) > 0) {
+    while ((slot = reloc_next(&it)) != NULL) {
         *slot += (*slot - preferred < size) ? archive : image;
     }
     if (a->protect) {
         _PyCDS_ProtectRange(&a->map, e->range[R_COLD - 1][0],
                             e->range[R_COLD - 1][1], 0);
     }
-    return more;
+    return 0;
 }
 
 /* Copy mode: every slot is written in the copy.  A pointer to an object of
@@ -439,10 +443,11 @@ relocate_copy(_PyCDS_Archive *a, const _PyCDS_View *v, const uint64_t *relocs,
     uint64_t image = (uint64_t)a->map.image_delta;
     uint64_t strings = (uint64_t)(uintptr_t)a->map.base;
     reloc_iter it;
-    reloc_iter_init(&it, v, relocs);
+    if (!reloc_iter_init(&it, v, relocs)) {
+        return -1;
+    }
     uint64_t *slot;
-    int more;
-    while ((more = reloc_next(&it, &slot)) > 0) {
+    while ((slot = reloc_next(&it)) != NULL) {
         uint64_t target = *slot - preferred;
         if (target >= size) {
             *slot += image;
@@ -467,7 +472,7 @@ relocate_copy(_PyCDS_Archive *a, const _PyCDS_View *v, const uint64_t *relocs,
             return -1;
         }
     }
-    return more;
+    return 0;
 }
 
 /* Where the string at 'off' goes first in a table of 'cap' (a power of
