@@ -533,6 +533,11 @@ def main():
               f"{statistics.geometric_mean([r['ratio'] for r in third]):.2f}"
               + (f", stock/share: {statistics.geometric_mean([r['stock_ratio'] for r in third]):.2f}"
                  if stock else ''))
+    counted = [r for r in third if all(r.get('instr', {}).get(k)
+                                       for k in (base, 'default+app'))]
+    if counted:
+        print(f'third-party geometric mean, instructions, {base}/default+app: '
+              + f"{statistics.geometric_mean([r['instr'][base] / r['instr']['default+app'] for r in counted]):.3f}")
     for line in extra:
         print(line)
     if args.json:
