@@ -239,8 +239,7 @@ map_file(int fd, uint64_t size, void *want)
 }
 
 const char *
-_PyCDS_MapArchive(const char *path, int anywhere, int keep_fd,
-                  _PyCDS_Map *map)
+_PyCDS_MapArchive(const char *path, int anywhere, _PyCDS_Map *map)
 {
     const _PyCDS_Image *image = _PyCDS_GetImage();
     if (!image->found) {
@@ -273,17 +272,14 @@ _PyCDS_MapArchive(const char *path, int anywhere, int keep_fd,
     char *base = map_file(fd, h.file_size,
                           anywhere ? NULL : (void *)(uintptr_t)h.preferred_base);
     reason = base == NULL ? "cannot map the file" : check_index(base, &h);
-    if (reason != NULL || !keep_fd) {
-        close(fd);
-        fd = -1;
-    }
+    close(fd);
     if (reason != NULL) {
         if (base != NULL) {
             munmap(base, h.file_size);
         }
         return reason;
     }
-    map->fd = fd;
+    map->fd = -1;
     map->dev = st.st_dev;
     map->ino = st.st_ino;
     map->base = base;
@@ -297,9 +293,35 @@ _PyCDS_MapArchive(const char *path, int anywhere, int keep_fd,
     return NULL;
 }
 
-/* The file a program could have closed (os.closerange() when it becomes
-   a daemon) and whose descriptor may now be another file's: checked, and
-   read only if still ours.  Whatever is read is checksummed after. */
+/* The file is open only while a module is read, as stock CPython has a
+   .pyc file open only while it reads it: a descriptor left open would show
+   in the process (os.listdir('/proc/self/fd'), a child's inherited
+   descriptors).  Opened again by its path, it is used only if it is still
+   the mapped file; otherwise the bytes come from the mapping. */
+void
+_PyCDS_MapOpen(_PyCDS_Map *map)
+{
+    struct stat st;
+    int fd = _PyCDS_OpenRegular(map->path, &st);
+    if (fd >= 0 && (st.st_dev != map->dev || st.st_ino != map->ino)) {
+        close(fd);
+        fd = -1;
+    }
+    map->fd = fd;
+}
+
+void
+_PyCDS_MapClose(_PyCDS_Map *map)
+{
+    if (map->fd >= 0) {
+        close(map->fd);
+        map->fd = -1;
+    }
+}
+
+/* The descriptor is checked again, in case something closed it in
+   between and it now names another file.  Whatever is read is
+   checksummed after. */
 void
 _PyCDS_MapRead(const _PyCDS_Map *map, int n, void *const *to,
                const uint64_t *offset, const uint64_t *len)
@@ -327,9 +349,7 @@ _PyCDS_UnmapArchive(_PyCDS_Map *map)
 {
     if (map->base != NULL) {
         munmap(map->base, map->size);
-    }
-    if (map->fd >= 0 && map->base != NULL) {
-        close(map->fd);
+        _PyCDS_MapClose(map);
     }
     memset(map, 0, sizeof(*map));
 }

@@ -144,8 +144,8 @@ typedef struct {
     intptr_t archive_delta;      /* mapped base - preferred base */
     intptr_t image_delta;        /* image load address (0: not moved) */
     const char *path;
-    /* copy mode reads modules with pread() (_PyCDS_MapRead): the file,
-       or -1, and its identity, checked before each read */
+    /* copy mode reads modules with pread() (_PyCDS_MapRead): the file
+       while _PyCDS_MapOpen() has it open, else -1, and its identity */
     int fd;
     dev_t dev;
     ino_t ino;
@@ -154,12 +154,15 @@ typedef struct {
 extern int _PyCDS_WriteArchiveFile(const char *path,
                                    const _PyCDS_Layout *layout);
 /* NULL when mapped, else why the archive cannot be used.  'anywhere':
-   not at the preferred address (-X cds_relocate); 'keep_fd': keep the
-   file open for _PyCDS_MapRead(). */
+   not at the preferred address (-X cds_relocate).  The file is closed. */
 extern const char *_PyCDS_MapArchive(const char *path, int anywhere,
-                                     int keep_fd, _PyCDS_Map *map);
+                                     _PyCDS_Map *map);
+/* Open the mapped file again for _PyCDS_MapRead(), if its path still
+   names it; _PyCDS_MapClose() closes it. */
+extern void _PyCDS_MapOpen(_PyCDS_Map *map);
+extern void _PyCDS_MapClose(_PyCDS_Map *map);
 /* Copy 'n' pieces of the file (offset[i], len[i]) to 'to[i]': read from the
-   file where it is still open and the same file, else from the mapping. */
+   file where it is open and the same file, else from the mapping. */
 extern void _PyCDS_MapRead(const _PyCDS_Map *map, int n, void *const *to,
                            const uint64_t *offset, const uint64_t *len);
 extern void _PyCDS_UnmapArchive(_PyCDS_Map *map);

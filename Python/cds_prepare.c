@@ -731,9 +731,11 @@ _PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *na
     uint64_t offset[2] = {h->reloc_offset + 8 * e->reloc_start,
                           h->fixup_offset + 8 * e->fixup_start};
     uint64_t len[2] = {8 * e->reloc_count, 8 * e->fixup_count};
+    _PyCDS_MapOpen(&a->map);
     _PyCDS_MapRead(&a->map, 2, to, offset, len);
     const char *reason = prepare_module(a, e, name, records,
                                         records + e->reloc_count);
+    _PyCDS_MapClose(&a->map);
     PyMem_RawFree(records);
     return reason;
 }

@@ -121,7 +121,7 @@ open_slot(cds_slot *sl, const _PyCDS_Settings *settings, int index)
     const _PyCDS_Image *image = _PyCDS_GetImage();
     a->copy = image->found && image->bias != 0 && !settings->in_place;
     const char *reason = _PyCDS_MapArchive(
-        sl->path, settings->force_relocation || a->copy, a->copy, &a->map);
+        sl->path, settings->force_relocation || a->copy, &a->map);
     if (reason != NULL) {
         return unusable(sl, reason);
     }

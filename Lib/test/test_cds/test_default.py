@@ -92,6 +92,19 @@ class DefaultArchiveTests(unittest.TestCase):
         self.assertEqual((on.returncode, on.stdout, on.stderr),
                          (off.returncode, off.stdout, off.stderr))
 
+    @unittest.skipUnless(os.path.isdir('/proc/self/fd'), 'needs /proc')
+    def test_no_descriptor_left_open(self):
+        # copy mode reads modules from the file, which is open only while a
+        # module is read: a child sees the descriptors stock CPython has
+        # (test_subprocess's pass_fds tests list them)
+        code = ('import json, email.message, decimal, os; '
+                'print(sorted(os.listdir("/proc/self/fd")))')
+        for options in ((), ('-X', 'cds_in_place')):
+            with self.subTest(options=options):
+                on = run_python(*options, '-c', code, default_archive=True)
+                off = run_python('-X', 'cds=off', '-c', code)
+                self.assertEqual(on.stdout, off.stdout)
+
     def test_verbose_summary_at_exit(self):
         # level 1 tells whether the archive helped, in one line at exit
         r = run_python('-X', 'cds_verbose', '-c', 'import json',
