@@ -319,24 +319,21 @@ _PyCDS_MapClose(_PyCDS_Map *map)
     }
 }
 
-/* The descriptor is checked again, in case something closed it in
-   between and it now names another file.  Whatever is read is
-   checksummed after. */
+/* Nothing runs between _PyCDS_MapOpen() and the reads but another
+   thread (os.closerange() releases the GIL): a read that fails comes from
+   the mapping, and whatever is read is checksummed after. */
 void
 _PyCDS_MapRead(const _PyCDS_Map *map, int n, void *const *to,
                const uint64_t *offset, const uint64_t *len)
 {
-    struct stat st;
-    int use_fd = map->fd >= 0 && fstat(map->fd, &st) == 0
-                 && st.st_dev == map->dev && st.st_ino == map->ino;
     for (int i = 0; i < n; i++) {
         if (len[i] == 0) {
             continue;
         }
         /* from the page cache, without mapping (and so faulting in and
            later dropping) the file's pages */
-        if (use_fd && pread(map->fd, to[i], len[i], (off_t)offset[i])
-                      == (ssize_t)len[i])
+        if (map->fd >= 0 && pread(map->fd, to[i], len[i], (off_t)offset[i])
+                            == (ssize_t)len[i])
         {
             continue;
         }

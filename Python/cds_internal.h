@@ -162,7 +162,7 @@ extern const char *_PyCDS_MapArchive(const char *path, int anywhere,
 extern void _PyCDS_MapOpen(_PyCDS_Map *map);
 extern void _PyCDS_MapClose(_PyCDS_Map *map);
 /* Copy 'n' pieces of the file (offset[i], len[i]) to 'to[i]': read from the
-   file where it is open and the same file, else from the mapping. */
+   file _PyCDS_MapOpen() opened, else from the mapping. */
 extern void _PyCDS_MapRead(const _PyCDS_Map *map, int n, void *const *to,
                            const uint64_t *offset, const uint64_t *len);
 extern void _PyCDS_UnmapArchive(_PyCDS_Map *map);
