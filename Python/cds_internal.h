@@ -264,6 +264,10 @@ typedef struct {
        whole page, with objects of modules the process never imports. */
     int copy;
     char **mod_block;            /* copy mode: each module's heap copy */
+    struct {                     /* copy mode: where those are carved from
+                                    (cds_prepare.c: block_alloc()) */
+        char *next, *present, *end;
+    } blocks;
     struct _PyCDS_StrCopy {      /* copy mode: the interned string the
                                     fixups of each shared string used so
                                     far resolve to, by its offset in R_STR
