@@ -17,6 +17,9 @@ runs of each variant, so that the variants are interleaved and drift in the
 machine's load hits both; without it, or with --timer internal, a plain
 loop alternates off, share, off, share.  With --callgrind it also counts
 instructions with valgrind's callgrind (repeatable whatever the load).
+It also reports the user + system time and the minor page faults of each
+variant (getrusage() of the children): the kernel's share, which
+instruction counts do not see.
 
 It also reports, per workload, the archive's own start-up work as the
 interpreter measures it (_cds.info(): open and validate + map, and prepare:
@@ -36,6 +39,7 @@ import glob
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -303,6 +307,26 @@ def timed(command, cwd):
     return t
 
 
+def cpu_and_faults(variants, cwd, runs):
+    """Median user + system time (s) and minor page faults of each command,
+    from getrusage() of the children, the variants alternating: what the
+    kernel does for a process (system calls, page faults) shows here and
+    not in instruction counts."""
+    env = timing_env()
+    rows = [[] for _ in variants]
+    for _ in range(runs):
+        for i, a in enumerate(variants):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            subprocess.run(a, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            rows[i].append((after.ru_utime - before.ru_utime
+                            + after.ru_stime - before.ru_stime,
+                            after.ru_minflt - before.ru_minflt))
+    return [(statistics.median(t for t, _ in r),
+             statistics.median(f for _, f in r)) for r in rows]
+
+
 def callgrind(command, cwd):
     r = subprocess.run(['valgrind', '--tool=callgrind',
                         '--callgrind-out-file=/dev/null', *command],
@@ -455,6 +479,8 @@ def main():
             runs = args.runs if not wl.name.startswith('steady') else max(5, args.runs // 6)
             times = measure(list(commands.values()), workdir, runs, args.timer)
             ms = {k: statistics.median(t) * 1000 for k, t in zip(variants, times)}
+            cpu = cpu_and_faults(list(commands.values()), workdir,
+                                 max(5, runs // 2))
             info = archive_costs(args.python, variants['default+app'], workdir) or {}
             row = {
                 'workload': wl.name,
@@ -465,6 +491,8 @@ def main():
                 'stock_ratio': (ms['stock'] / ms['default+app']
                                 if 'stock' in ms else None),
                 'same_output': same,
+                'cpu_ms': {k: c[0] * 1000 for k, c in zip(variants, cpu)},
+                'faults': {k: c[1] for k, c in zip(variants, cpu)},
                 'archive_bytes': os.path.getsize(alone),
                 'app_bytes': os.path.getsize(layered),
                 'pyc_bytes': pyc_size(lst),
@@ -514,6 +542,18 @@ def main():
               f"{r['open_ms']:.2f} + {r['prepare_ms']:.2f} | "
               f"{r['archive_bytes'] / 1e6:.1f} / {r['app_bytes'] / 1e6:.2f} MB | "
               f"{r['pyc_bytes'] / 1e6:.1f} MB | {r['dump_s']:.2f} s |")
+    print()
+    print(f'CPU time (user + system, median ms) and minor page faults, '
+          f'{base}/variant of the time (getrusage() of the children, the '
+          'variants alternating; half the runs):')
+    print()
+    print(f'| workload | {base} | ' + ' | '.join(names) + ' |')
+    print('|---|---:|' + '---:|' * len(names))
+    for r in rows:
+        c, f = r['cpu_ms'], r['faults']
+        cells = ' | '.join(f"{c[n]:.1f} ({c[base] / c[n]:.2f}x), {f[n]:.0f}"
+                           for n in names)
+        print(f"| {r['workload']} | {c[base]:.1f}, {f[base]:.0f} | {cells} |")
     if args.callgrind:
         print()
         print(f'Instructions (callgrind, millions) and {base}/variant:')
