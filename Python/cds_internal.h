@@ -269,13 +269,12 @@ typedef struct {
         char *next, *present, *end;
     } blocks;
     struct _PyCDS_StrCopy {      /* copy mode: the interned string the
-                                    fixups of each shared string used so
-                                    far resolve to, by its offset in R_STR
-                                    (an open-addressing table) */
+                                    fixups of recently used shared strings
+                                    resolve to, by offset in R_STR (a
+                                    cache: cds_prepare.c) */
         uint64_t off;            /* 0: empty slot */
         PyObject *str;
     } *str_copy;
-    size_t str_copy_len, str_copy_cap;
     Py_ssize_t prepared, relocated;
 } _PyCDS_Archive;
 

@@ -516,14 +516,21 @@ relocate_copy(_PyCDS_Archive *a, const _PyCDS_View *v, const uint64_t *relocs,
     return 0;
 }
 
-/* Where the string at 'off' goes first in a table of 'cap' (a power of
-   two) slots: the offsets of the strings a module uses are close together,
-   and a slot per CDS_ALIGN bytes would put them in long runs of full
-   slots, which each miss would walk */
+/* Copy mode remembers, for the shared strings used last, the interned
+   string their fixups resolve to, in a direct-mapped cache of a fixed
+   size: a miss only costs a copy that interning finds equal to a string
+   interned before (and frees), and a table of every string used would
+   hold a slot per string for the process's lifetime (stdlib program:
+   16,135 strings, 512 kB). */
+#define CDS_STR_CACHE ((size_t)1 << 12)
+
+/* The cache slot of the string at 'off': the offsets of the strings a
+   module uses are close together, so they are spread multiplicatively */
 static inline size_t
-str_copy_slot(uint64_t off, size_t cap)
+str_copy_slot(uint64_t off)
 {
-    return (size_t)(((off / CDS_ALIGN) * 0x9E3779B97F4A7C15u) >> 32) & (cap - 1);
+    return (size_t)(((off / CDS_ALIGN) * 0x9E3779B97F4A7C15u) >> 32)
+           & (CDS_STR_CACHE - 1);
 }
 
 /* Copy mode: the string the fixups of the shared string 's' (in the
@@ -533,33 +540,16 @@ static PyObject *
 interned_copy(_PyCDS_Archive *a, PyInterpreterState *interp, PyObject *s)
 {
     uint64_t off = (uint64_t)((char *)s - a->map.base);
-    if (a->str_copy_len * 2 >= a->str_copy_cap) {
-        /* grow: a table sized to the strings used, not to R_STR */
-        size_t cap = a->str_copy_cap ? a->str_copy_cap * 2 : 1024;
-        struct _PyCDS_StrCopy *t = PyMem_RawCalloc(cap, sizeof(*t));
-        if (t == NULL) {
+    if (a->str_copy == NULL) {
+        a->str_copy = PyMem_RawCalloc(CDS_STR_CACHE, sizeof(*a->str_copy));
+        if (a->str_copy == NULL) {
             _PyCDS_Log(1, "out of memory copying a string");
             return NULL;
         }
-        for (size_t k = 0; k < a->str_copy_cap; k++) {
-            if (a->str_copy[k].off != 0) {
-                size_t j = str_copy_slot(a->str_copy[k].off, cap);
-                while (t[j].off != 0) {
-                    j = (j + 1) & (cap - 1);
-                }
-                t[j] = a->str_copy[k];
-            }
-        }
-        PyMem_RawFree(a->str_copy);
-        a->str_copy = t;
-        a->str_copy_cap = cap;
     }
-    size_t mask = a->str_copy_cap - 1;
-    size_t j = str_copy_slot(off, a->str_copy_cap);
-    for (; a->str_copy[j].off != 0; j = (j + 1) & mask) {
-        if (a->str_copy[j].off == off) {
-            return a->str_copy[j].str;
-        }
+    struct _PyCDS_StrCopy *slot = &a->str_copy[str_copy_slot(off)];
+    if (slot->off == off) {
+        return slot->str;
     }
     PyASCIIObject *src = (PyASCIIObject *)s;
     size_t size = (src->state.ascii ? sizeof(PyASCIIObject)
@@ -590,9 +580,8 @@ interned_copy(_PyCDS_Archive *a, PyInterpreterState *interp, PyObject *s)
         PyObject_Free(copy);
 #endif
     }
-    a->str_copy[j].off = off;     /* R_STR is never at offset 0 */
-    a->str_copy[j].str = t;       /* owns the reference, never released */
-    a->str_copy_len++;
+    slot->off = off;              /* R_STR is never at offset 0 */
+    slot->str = t;                /* immortal */
     return t;
 }
 
