@@ -363,7 +363,13 @@ write_code(writer *w, PyCodeObject *co, uint32_t *region)
     /* copy only the bytes in use: the allocation's tail is garbage */
     size_t used = offsetof(PyCodeObject, co_code_adaptive)
                   + Py_SIZE(co) * sizeof(_Py_CODEUNIT);
-    *region = R_CODE;
+    PyObject *id = PyLong_FromVoidPtr(co);
+    int once = id == NULL ? -1 : PySet_Contains(w->once, id);
+    Py_XDECREF(id);
+    if (once < 0) {
+        return -1;
+    }
+    *region = once ? R_ONCE : R_CODE;
     Py_ssize_t at = copy_object(w, *region, (PyObject *)co, co, used, 0);
     if (at < 0 || buf_reserve(&w->region[*region], size - used) < 0) {
         return -1;
@@ -522,6 +528,70 @@ drop_copied_bodies(writer *w, PyCodeObject *co)
     return 0;
 }
 
+/* Add the ids of 'co' and of the class bodies among its constants, at any
+   depth, to w->once: the code objects SHARE serves as heap copies. */
+static int
+find_run_once(writer *w, PyCodeObject *co)
+{
+    PyObject *id = PyLong_FromVoidPtr(co);
+    if (id == NULL || PySet_Add(w->once, id) < 0) {
+        Py_XDECREF(id);
+        return -1;
+    }
+    Py_DECREF(id);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
+        PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);
+        if (_PyCDS_IsClassBody(c) && find_run_once(w, (PyCodeObject *)c) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+move_slots(slot_vec *v, size_t start, uint64_t base)
+{
+    for (size_t i = start; i < v->len; i++) {
+        slot_rec *r = &v->items[i];
+        if (r->region == R_ONCE) {
+            r->region = R_CODE;
+            r->offset += base;
+        }
+        if (r->target_region == R_ONCE) {
+            r->target_region = R_CODE;
+            r->target += base;
+        }
+    }
+}
+
+/* Move the module's run-once code objects (R_ONCE, its own first) to the
+   end of its R_CODE range, where a process that copies the module can
+   release them once it has made their heap copies (cds_share.c). */
+static int
+place_run_once(writer *w, size_t ptrs0, uint32_t *code_region,
+               uint64_t *code)
+{
+    buffer *once = &w->region[R_ONCE];
+    if (once->len == 0) {
+        return 0;
+    }
+    Py_ssize_t base = buf_alloc(&w->region[R_CODE], once->len);
+    if (base < 0) {
+        return -1;
+    }
+    memcpy(w->region[R_CODE].data + base, once->data, once->len);
+    move_slots(&w->ptrs, ptrs0, (uint64_t)base);
+    move_slots(&w->mod_interns, 0, (uint64_t)base);
+    move_slots(&w->mod_frozensets, 0, (uint64_t)base);
+    move_slots(&w->mod_codes, 0, (uint64_t)base);
+    if (*code_region == R_ONCE) {
+        *code_region = R_CODE;
+        *code += (uint64_t)base;
+    }
+    once->len = 0;
+    return 0;
+}
+
 /* --- the builder's interface ------------------------------------------ */
 
 _PyCDS_Builder *
@@ -534,9 +604,10 @@ _PyCDS_BuilderNew(PyObject *startup_strings)
     }
     w->image = _PyCDS_GetImage();
     w->memo = PyDict_New();
+    w->once = PySet_New(NULL);
     w->strings = PyDict_New();
     w->keep = PyList_New(0);
-    if (w->memo == NULL || w->strings == NULL || w->keep == NULL
+    if (w->memo == NULL || w->once == NULL || w->strings == NULL || w->keep == NULL
         || (startup_strings != NULL
             && (w->startup = PySet_New(startup_strings)) == NULL))
     {
@@ -557,7 +628,7 @@ _PyCDS_BuilderFree(_PyCDS_Builder *w)
         Py_XDECREF(w->modules[i].path);
     }
     PyMem_RawFree(w->modules);
-    for (int r = 0; r < CDS_NREGIONS + 1; r++) {
+    for (int r = 0; r < CDS_NREGIONS + 2; r++) {
         PyMem_RawFree(w->region[r].data);
     }
     Py_XDECREF(w->strings);
@@ -568,6 +639,7 @@ _PyCDS_BuilderFree(_PyCDS_Builder *w)
     PyMem_RawFree(w->mod_frozensets.items);
     PyMem_RawFree(w->mod_codes.items);
     Py_XDECREF(w->memo);
+    Py_XDECREF(w->once);
     Py_XDECREF(w->keep);
     PyMem_RawFree(w);
 }
@@ -631,6 +703,12 @@ _PyCDS_BuilderAddModule(_PyCDS_Builder *w, int kind, PyObject *name,
     uint32_t versions0 = w->code_versions;
     w->mod_interns.len = w->mod_frozensets.len = w->mod_codes.len = 0;
     PyDict_Clear(w->memo);
+    w->region[R_ONCE].len = 0;
+    if (PySet_Clear(w->once) < 0
+        || (PyCode_Check(code) && find_run_once(w, (PyCodeObject *)code) < 0))
+    {
+        goto error;
+    }
 
     uint32_t region;
     uint64_t offset;
@@ -638,6 +716,9 @@ _PyCDS_BuilderAddModule(_PyCDS_Builder *w, int kind, PyObject *name,
         goto error;
     }
     if (PyCode_Check(code) && drop_copied_bodies(w, (PyCodeObject *)code) < 0) {
+        goto error;
+    }
+    if (place_run_once(w, ptrs0, &region, &offset) < 0) {
         goto error;
     }
     if (commit_fixups(w) < 0) {

@@ -12,6 +12,10 @@
 
 /* DUMP only: the start-up strings, written first in R_STR (cds_dump.c) */
 #define R_SEED CDS_NREGIONS
+/* DUMP only: the code objects of a module that SHARE serves as heap copies
+   (its own and the class bodies it runs: cds_format.h), moved to the end
+   of its R_CODE range once the module is written (cds_builder.c) */
+#define R_ONCE (CDS_NREGIONS + 1)
 
 /* A growing byte buffer (the raw allocator; zero-filled) */
 typedef struct {
@@ -57,7 +61,7 @@ typedef struct {
 
 struct _PyCDS_Builder {
     const _PyCDS_Image *image;          /* the interpreter image */
-    buffer region[CDS_NREGIONS + 1];    /* and R_SEED */
+    buffer region[CDS_NREGIONS + 2];    /* and R_SEED, R_ONCE */
     PyObject *strings;    /* interned str -> (offset << 3) | region, one
                              per archive, in R_STR or R_SEED */
     PyObject *startup;    /* set of the start-up strings, or NULL */
@@ -67,6 +71,7 @@ struct _PyCDS_Builder {
     module_rec *modules;
     size_t nmodules, capmodules;
     PyObject *memo;       /* id(obj) -> (region, offset), per module */
+    PyObject *once;       /* ids of the module's run-once code objects */
     PyObject *keep;       /* objects made while dumping, kept alive */
     Py_ssize_t objects;
     uint32_t code_versions;   /* code objects given a co_version so far */

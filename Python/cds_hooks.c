@@ -321,7 +321,7 @@ _cds_info_impl(PyObject *module)
     }
     PyObject *info = Py_BuildValue(
         "{s:s,s:s,s:N,s:N,s:i,s:O,s:z,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
-        "s:O,s:O,s:d,s:d,s:N,s:O,s:i,s:s}",
+        "s:n,s:O,s:O,s:d,s:d,s:N,s:O,s:i,s:s}",
         "mode", s->auto_refresh ? "auto" : _PyCDS_ModeName(s->mode),
         "mode_source", s->mode_source,
         "list", list,
@@ -338,6 +338,7 @@ _cds_info_impl(PyObject *module)
         "rejected", st.rejected,
         "prepared", st.prepared,
         "relocated", st.relocated,
+        "released", st.released,
         "mapped_at_preferred_address",
         st.at_preferred_address ? Py_True : Py_False,
         "protected", st.protected ? Py_True : Py_False,

@@ -217,18 +217,23 @@ _PyCDS_ViewOffset(const _PyCDS_View *v, const void *p, int *r)
 
 /* --- cds_verify.c: structural checks before use ------------------------- */
 
+/* Whether a well-formed compact string is in canonical form (-X cds_verify) */
+extern int _PyCDS_CanonicalString(const PyASCIIObject *s);
 /* NULL if the module's objects may be used (after relocation, before its
    fixups), else why not.  'str_valid': a bit per 16 bytes of R_STR, set
    where a shared string was checked well-formed (the module's own are,
-   by its checksum); 'deep': values in canonical form too (-X cds_verify) */
-/* Whether a well-formed compact string is in canonical form (-X cds_verify) */
-extern int _PyCDS_CanonicalString(const PyASCIIObject *s);
+   by its checksum); 'deep': values in canonical form too (-X cds_verify).
+   'tail': an address in the view (or UINTPTR_MAX); *tail_free is set to
+   whether nothing the module keeps using once its run-once code objects
+   have been copied (code objects of its functions, code fixups) lies at
+   or after it. */
 extern const char *_PyCDS_VerifyModule(const _PyCDS_Map *map,
                                        const _PyCDS_View *view,
                                        const cds_index_entry *e,
                                        const cds_fixup *fixups,
                                        const uint8_t *str_valid,
-                                       int deep);
+                                       int deep, uintptr_t tail,
+                                       int *tail_free);
 
 /* --- cds_stale.c: whether a source entry is current -------------------- */
 
@@ -245,7 +250,11 @@ extern const char *_PyCDS_SourceStale(const cds_index_entry *e,
 
 /* --- cds_prepare.c: making one module usable ---------------------------- */
 
-enum { CDS_MOD_UNTOUCHED = 0, CDS_MOD_READY = 1, CDS_MOD_BAD = 2 };
+/* CDS_MOD_SPENT: prepared and served in copy mode, and the memory of its
+   run-once code objects then reused: a later import copies it again
+   (cds_share.c) */
+enum { CDS_MOD_UNTOUCHED = 0, CDS_MOD_READY = 1, CDS_MOD_BAD = 2,
+       CDS_MOD_SPENT = 3 };
 
 /* The mapped archive and what this process did to it */
 typedef struct {
@@ -267,6 +276,11 @@ typedef struct {
     struct {                     /* copy mode: where those are carved from
                                     (cds_prepare.c: block_alloc()) */
         char *next, *present, *end;
+        /* the last module prepared: where its run-once code objects
+           start, if nothing else of it lies after them (else NULL), and
+           where its block ends */
+        char *once, *once_end;
+        size_t once_index;
     } blocks;
     struct _PyCDS_StrCopy {      /* copy mode: the interned string the
                                     fixups of recently used shared strings
@@ -275,7 +289,7 @@ typedef struct {
         uint64_t off;            /* 0: empty slot */
         PyObject *str;
     } *str_copy;
-    Py_ssize_t prepared, relocated;
+    Py_ssize_t prepared, relocated, released;
 } _PyCDS_Archive;
 
 /* Where the objects of prepared entry i are */
@@ -292,6 +306,11 @@ extern void _PyCDS_SetupSharedString(_PyCDS_Archive *a, PyObject *s);
 extern const char *_PyCDS_PrepareModule(_PyCDS_Archive *a,
                                         const cds_index_entry *e,
                                         const char *name);
+/* Copy mode, once the run-once code objects of prepared entry i have been
+   copied: reuse their memory for the next module if it is the last
+   block and nothing else of the module lies there; then the entry is
+   CDS_MOD_SPENT.  Whether it was done. */
+extern int _PyCDS_ReleaseRunOnce(_PyCDS_Archive *a, size_t i);
 
 /* --- cds_share.c: SHARE ------------------------------------------------- */
 
@@ -327,7 +346,7 @@ typedef struct {
     const char *reason;          /* why none is */
     _PyCDS_ArchiveStats archive[2];   /* application, base */
     Py_ssize_t modules, served, stale, hashed, missed, rejected, prepared,
-               relocated;
+               relocated, released;
     Py_ssize_t missed_source;    /* of 'missed', source modules */
     int at_preferred_address;
     int protected;

@@ -139,7 +139,8 @@ release_archived_caches(PyObject *capsule)
     const cds_fixup *all = (const cds_fixup *)(a->map.base + a->map.hdr->fixup_offset);
     for (uint64_t i = 0; i < a->map.hdr->module_count; i++) {
         const cds_index_entry *e = &a->map.index[i];
-        if (a->mod_state[i] != CDS_MOD_READY) {
+        if (a->mod_state[i] != CDS_MOD_READY
+            && a->mod_state[i] != CDS_MOD_SPENT) {
             continue;
         }
         _PyCDS_View view;
@@ -206,8 +207,13 @@ _PyCDS_ModuleView(const _PyCDS_Archive *a, size_t i, _PyCDS_View *v)
     const cds_index_entry *e = &a->map.index[i];
     char *block = a->mod_block ? a->mod_block[i] : NULL;
     v->e = e;
+    /* in a copy, the code range last: its run-once code objects, at its
+       end, are then at the end of the block (_PyCDS_ReleaseRunOnce()) */
+    static const int order[CDS_NRANGES] = {
+        R_TUP - 1, R_WARM - 1, R_COLD - 1, R_CODE - 1};
     uint64_t at = 0;
-    for (int r = 0; r < CDS_NRANGES; r++) {
+    for (int i = 0; i < CDS_NRANGES; i++) {
+        int r = order[i];
         if (block == NULL) {
             v->at[r] = a->map.base + e->range[r][0];
         }
@@ -714,11 +720,22 @@ prepare_module(_PyCDS_Archive *a, const cds_index_entry *e, const char *name,
         }
         a->relocated++;
     }
-    /* what a forged archive could point anywhere (cds_verify.c) */
+    /* what a forged archive could point anywhere (cds_verify.c); in a
+       copy, whether the run-once code objects, which the builder puts
+       last, from the module's own on, can be released after the import */
+    uintptr_t tail = a->copy ? (uintptr_t)_PyCDS_ViewAddr(&view, e->code)
+                             : UINTPTR_MAX;
+    int tail_free;
     const char *bad = _PyCDS_VerifyModule(&a->map, &view, e, fixups,
-                                          a->str_valid, a->verify);
+                                          a->str_valid, a->verify,
+                                          tail, &tail_free);
     if (bad != NULL) {
         return bad;
+    }
+    if (a->copy) {
+        a->blocks.once = tail_free ? (char *)tail : NULL;
+        a->blocks.once_end = a->blocks.next;
+        a->blocks.once_index = index;
     }
     uint64_t interned = 0;
     if (apply_fixups(a, &view, fixups, name, &interned) < 0) {
@@ -731,6 +748,33 @@ prepare_module(_PyCDS_Archive *a, const cds_index_entry *e, const char *name,
     }
     a->prepared++;
     return NULL;
+}
+
+int
+_PyCDS_ReleaseRunOnce(_PyCDS_Archive *a, size_t i)
+{
+#ifdef Py_DEBUG
+    /* a debug build releases, at finalization, the caches that the
+       archived code objects of each module's block made
+       (release_archived_caches()): a module copied again would leave
+       those of its first copy */
+    (void)a;
+    (void)i;
+    return 0;
+#else
+    /* nothing may have been carved since: a module imported while the
+       copies were made (by a finalizer the allocation ran) came after */
+    if (!a->copy || a->blocks.once == NULL || a->blocks.once_index != i
+        || a->blocks.next != a->blocks.once_end)
+    {
+        return 0;
+    }
+    a->blocks.next = a->blocks.once;
+    a->blocks.once = NULL;
+    a->mod_state[i] = CDS_MOD_SPENT;
+    a->released++;
+    return 1;
+#endif
 }
 
 const char *

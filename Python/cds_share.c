@@ -325,7 +325,8 @@ module_ready(cds_slot *sl, size_t i)
         }
         a->mod_state[i] = reason == NULL ? CDS_MOD_READY : CDS_MOD_BAD;
     }
-    return a->mod_state[i] == CDS_MOD_READY;
+    return a->mod_state[i] == CDS_MOD_READY
+           || a->mod_state[i] == CDS_MOD_SPENT;
 }
 
 /* A module's own code object and the class bodies it defines run once,
@@ -577,16 +578,29 @@ serve(cds_slot *sl, Py_ssize_t i, const char *cname, const char *cpath)
             return NULL;
         }
     }
+    if (sl->ar.mod_state[i] == CDS_MOD_SPENT) {
+        /* imported before, and its run-once code objects released: copy
+           the module again, as a normal import reads its .pyc again */
+        sl->ar.mod_state[i] = CDS_MOD_UNTOUCHED;
+        sl->ar.mod_block[i] = NULL;
+    }
     if (!module_ready(sl, i)) {
         cds.rejected++;
+        return NULL;
+    }
+    _PyCDS_View view;
+    _PyCDS_ModuleView(&sl->ar, (size_t)i, &view);
+    PyObject *code = copy_module_code(
+        (PyCodeObject *)_PyCDS_ViewAddr(&view, e->code));
+    if (code == NULL) {
         return NULL;
     }
     cds.served++;
     sl->served++;
     _PyCDS_Log(2, "served: %s (%s archive)", cname, sl->role);
-    _PyCDS_View view;
-    _PyCDS_ModuleView(&sl->ar, (size_t)i, &view);
-    return copy_module_code((PyCodeObject *)_PyCDS_ViewAddr(&view, e->code));
+    /* the archived originals are used no more */
+    (void)_PyCDS_ReleaseRunOnce(&sl->ar, (size_t)i);
+    return code;
 }
 
 /* Say why a module was not served: not archived at all, or archived from
@@ -799,6 +813,7 @@ _PyCDS_GetShareStats(_PyCDS_ShareStats *out)
         out->modules += as->modules;
         out->prepared += sl->ar.prepared;
         out->relocated += sl->ar.relocated;
+        out->released += sl->ar.released;
         out->protected |= sl->ar.protect;
         if (as->active && sl->ar.map.archive_delta != 0) {
             out->at_preferred_address = 0;

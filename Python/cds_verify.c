@@ -49,6 +49,8 @@ typedef struct {
     const uint8_t *str_valid;    /* a bit per 16 bytes: a string there was
                                     checked well-formed (cds_share.c) */
     int deep;                    /* -X cds_verify: canonical values too */
+    uintptr_t tail;              /* where the run-once code may start */
+    int tail_kept;               /* something kept lies at or after it */
 } checker;
 
 /* As the dump wrote it: Py_INCREF() writes any other count, even one
@@ -231,7 +233,7 @@ var_ok(const checker *c, PyObject *op, PyTypeObject *type)
     return immortal(op) && in_range(c, op, size, r);
 }
 
-static int code_ok(checker *c, PyCodeObject *co);
+static int code_ok(checker *c, PyCodeObject *co, int once);
 static int const_ok(checker *c, PyObject *op);
 
 /* Every item of the tuple 'op' (checked by var_ok()) a constant. */
@@ -272,7 +274,7 @@ const_ok(checker *c, PyObject *op)
         return var_ok(c, op, t);
     }
     if (t == &PyCode_Type) {
-        return code_ok(c, (PyCodeObject *)op);
+        return code_ok(c, (PyCodeObject *)op, 0);
     }
     if (t == &PyLong_Type) {
         uint64_t head = offsetof(PyLongObject, long_value.ob_digit);
@@ -345,9 +347,13 @@ locals_ok(PyCodeObject *co)
 }
 
 /* A code object of the module, with what running it dereferences, and
-   the code objects among its constants. */
+   the code objects among its constants.  'once': it is one of those SHARE
+   serves as heap copies (the module's own, or a class body among the
+   constants of such a one: _PyCDS_IsClassBody()), whose memory a copying
+   process may reuse after the import; any other must lie before c->tail
+   for that. */
 static int
-code_ok(checker *c, PyCodeObject *co)
+code_ok(checker *c, PyCodeObject *co, int once)
 {
     if (--c->budget < 0) {
         return 0;       /* more visits than code objects: a cycle */
@@ -377,6 +383,10 @@ code_ok(checker *c, PyCodeObject *co)
     {
         return 0;
     }
+    if (!once && (uintptr_t)co + _PyObject_VAR_SIZE(&PyCode_Type,
+                                                    Py_SIZE(co)) > c->tail) {
+        c->tail_kept = 1;
+    }
     /* the frame the interpreter allocates for it */
     int nlocalsplus = co->co_nlocalsplus;
     if (nlocalsplus != PyTuple_GET_SIZE(co->co_localsplusnames)
@@ -394,7 +404,18 @@ code_ok(checker *c, PyCodeObject *co)
     /* most names and many constants are shared strings: those inline */
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
         PyObject *op = PyTuple_GET_ITEM(co->co_consts, i);
-        if (shared_ok(c, op) != 1 && !const_ok(c, op)) {
+        if (shared_ok(c, op) == 1) {
+            continue;
+        }
+        /* a class body of run-once code, as copy_module_code() finds it */
+        if (once && in_range(c, op, sizeof(PyCodeObject), R_CODE)
+            && _PyCDS_IsClassBody(op))
+        {
+            if (--c->items < 0 || !code_ok(c, (PyCodeObject *)op, 1)) {
+                return 0;
+            }
+        }
+        else if (!const_ok(c, op)) {
             return 0;
         }
     }
@@ -415,6 +436,10 @@ fixup_targets_ok(checker *c, const cds_fixup *fixups, uint64_t count)
                 return "a code fixup does not target a code object "
                        "(corrupt archive)";
             }
+            /* code watchers are told of it: it stays */
+            if ((uintptr_t)at + sizeof(PyCodeObject) > c->tail) {
+                c->tail_kept = 1;
+            }
         }
         if (CDS_FIXUP_KIND(fixups[k]) == FIXUP_FROZENSET) {
             PyObject *t = *(PyObject **)at;
@@ -432,7 +457,7 @@ const char *
 _PyCDS_VerifyModule(const _PyCDS_Map *map, const _PyCDS_View *view,
                     const cds_index_entry *e,
                     const cds_fixup *fixups, const uint8_t *str_valid,
-                    int deep)
+                    int deep, uintptr_t tail, int *tail_free)
 {
     const uint64_t *code_range = e->range[R_CODE - 1];
     uint64_t bytes = 0;
@@ -445,10 +470,14 @@ _PyCDS_VerifyModule(const _PyCDS_Map *map, const _PyCDS_View *view,
                  /* shared nested tuples are visited once per use */
                  (Py_ssize_t)(bytes / CDS_ALIGN * 4 + 64),
                  (uintptr_t)map->base + map->hdr->region_offset[R_STR],
-                 map->hdr->region_size[R_STR], str_valid, deep};
+                 map->hdr->region_size[R_STR], str_valid, deep,
+                 tail, 0};
     /* every code object the module runs is reachable from its own */
-    if (!code_ok(&c, (PyCodeObject *)_PyCDS_ViewAddr(view, e->code))) {
+    *tail_free = 0;
+    if (!code_ok(&c, (PyCodeObject *)_PyCDS_ViewAddr(view, e->code), 1)) {
         return "a code object is malformed (corrupt archive)";
     }
-    return fixup_targets_ok(&c, fixups, e->fixup_count);
+    const char *bad = fixup_targets_ok(&c, fixups, e->fixup_count);
+    *tail_free = (bad == NULL && !c.tail_kept);
+    return bad;
 }

@@ -438,6 +438,36 @@ class RuntimeTests(AppTestCase):
         self.assertEqual(r.stdout.replace('True', 'False'), off)
         self.assertIn('[False, False, False] [True]', r.stdout)
 
+    def test_run_once_code_released_and_copied_again(self):
+        # copy mode gives the memory of a module's top-level code back once
+        # it has been copied (release builds); a reload or a get_code()
+        # copies it again from the archive, and runs the same
+        code = self.app_code('''
+            import importlib, _cds
+            from cdsapp import shapes, consts
+            def use(m):
+                return (m.Square().describe(), repr(m.Square),
+                        m.Point(3, 4).norm(), m.make_adder(2)(3))
+            first = use(shapes)
+            served = _cds.info()["served"]
+            shapes = importlib.reload(shapes)
+            again = _cds.info()["served"] - served
+            ns = {"__name__": "copy"}
+            exec(shapes.__spec__.loader.get_code("cdsapp.shapes"), ns)
+            print(first, use(shapes), use(type("m", (), ns)),
+                  consts.member("beta"), again if _cds.info()["active"] else 1)
+        ''')
+        off = self.python('-c', code)
+        r, info = self.share_info(code=code)
+        self.assertEqual(r.stdout.splitlines()[0], off.stdout.strip())
+        if hasattr(sys, 'gettotalrefcount'):
+            self.assertEqual(info['released'], 0)
+        else:
+            self.assertGreaterEqual(info['released'], 3)
+        r, info = self.share_info('-X', 'cds_in_place', code=code)
+        self.assertEqual(r.stdout.splitlines()[0], off.stdout.strip())
+        self.assertEqual(info['released'], 0)
+
     def test_tracing_monitoring_and_specialization(self):
         code = self.app_code('''
             import sys, weakref, gc
