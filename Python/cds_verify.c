@@ -75,14 +75,14 @@ shared_ok(const checker *c, const void *op)
 
 /* Whether an object at 'p' of 'size' bytes lies in the module's range of
    region 'r', where objects start on CDS_ALIGN boundaries. */
-static int
+static inline int
 in_range(const checker *c, const void *p, uint64_t size, int r)
 {
-    int in;
-    uint64_t off = _PyCDS_ViewOffset(c->view, p, &in);
+    /* the ranges do not overlap: only range r can hold 'p' */
     const uint64_t *range = c->entry->range[r - 1];
-    return off != UINT64_MAX && in == r - 1 && off % CDS_ALIGN == 0
-           && size <= range[1] - off;
+    uint64_t len = range[1] - range[0];
+    uint64_t d = (uint64_t)((uintptr_t)p - (uintptr_t)c->view->at[r - 1]);
+    return d < len && (range[0] + d) % CDS_ALIGN == 0 && size <= len - d;
 }
 
 /* The same in any of the module's ranges. */
