@@ -496,8 +496,15 @@ relocate_copy(_PyCDS_Archive *a, const _PyCDS_View *v, const uint64_t *relocs,
     uint64_t *slot;
     while ((slot = reloc_next(&it)) != NULL) {
         uint64_t target = *slot - preferred;
+        /* by frequency: the image (types, None, ...), then the shared
+           strings (a third of the stdlib program's slots), then the
+           module's own objects */
         if (target >= size) {
             *slot += image;
+        }
+        else if (target - str_lo < str_size) {
+            *slot = target + strings;
+            (*to_strings)++;
         }
         else if (target - lo[R_CODE - 1] < len[R_CODE - 1]) {
             *slot = target + to[R_CODE - 1];
@@ -510,10 +517,6 @@ relocate_copy(_PyCDS_Archive *a, const _PyCDS_View *v, const uint64_t *relocs,
         }
         else if (target - lo[R_COLD - 1] < len[R_COLD - 1]) {
             *slot = target + to[R_COLD - 1];
-        }
-        else if (target - str_lo < str_size) {
-            *slot = target + strings;
-            (*to_strings)++;
         }
         else {
             return -1;
