@@ -501,31 +501,18 @@ compare_intern_fixups(const void *a, const void *b)
     return x->offset < y->offset ? -1 : (x->offset > y->offset);
 }
 
-/* Remove the code fixups of the copied code objects: their archived
-   originals are never used, so no code watcher hears of them. */
-static int
-drop_copied_bodies(writer *w, PyCodeObject *co)
+/* Remove the code fixups of the run-once code objects (R_ONCE): their
+   archived originals are never used, so no code watcher hears of them. */
+static void
+drop_copied_bodies(writer *w)
 {
-    uint32_t region;
-    uint64_t offset;
-    if (memo_get(w, (PyObject *)co, &region, &offset) <= 0) {
-        return -1;
-    }
     size_t kept = 0;
     for (size_t i = 0; i < w->mod_codes.len; i++) {
-        slot_rec *r = &w->mod_codes.items[i];
-        if (!(r->region == region && r->offset == offset)) {
-            w->mod_codes.items[kept++] = *r;
+        if (w->mod_codes.items[i].region != R_ONCE) {
+            w->mod_codes.items[kept++] = w->mod_codes.items[i];
         }
     }
     w->mod_codes.len = kept;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(co->co_consts); i++) {
-        PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);
-        if (_PyCDS_IsClassBody(c) && drop_copied_bodies(w, (PyCodeObject *)c) < 0) {
-            return -1;
-        }
-    }
-    return 0;
 }
 
 /* Add the ids of 'co' and of the class bodies among its constants, at any
@@ -715,9 +702,7 @@ _PyCDS_BuilderAddModule(_PyCDS_Builder *w, int kind, PyObject *name,
     if (write_object(w, code, &region, &offset) < 0) {
         goto error;
     }
-    if (PyCode_Check(code) && drop_copied_bodies(w, (PyCodeObject *)code) < 0) {
-        goto error;
-    }
+    drop_copied_bodies(w);
     if (place_run_once(w, ptrs0, &region, &offset) < 0) {
         goto error;
     }
