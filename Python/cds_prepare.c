@@ -370,23 +370,21 @@ module_checksum(_PyCDS_Archive *a, const _PyCDS_View *v,
     return c;
 }
 
-/* The pointer slots a module's relocation bitmap marks, in order: each
-   range's run of bits counts from the range's start rounded down to 8
-   bytes (cds_format.h). */
+/* The runs of a module's relocation bitmap, one per range: each counts
+   from the range's start rounded down to 8 bytes (cds_format.h).  The
+   relocations walk them with a loop nest over words and set bits, which
+   keeps the per-slot work to finding the bit and rewriting the slot. */
 typedef struct {
     const uint64_t *words[CDS_NRANGES];
     uint64_t nw[CDS_NRANGES];    /* words in the run */
     uint64_t *at[CDS_NRANGES];   /* the slot bit 0 of the run marks */
-    int r;                       /* the range */
-    uint64_t w;                  /* the word of the run */
-    uint64_t bits;               /* what is left of word w */
-} reloc_iter;
+} reloc_runs;
 
 /* 0 if a bit marks a slot outside its range (nothing is written then):
    one that starts before the range (bit 0, if the range does not start
    on 8 bytes) or does not end inside it (in the run's last word) */
 static int
-reloc_iter_init(reloc_iter *it, const _PyCDS_View *v, const uint64_t *words)
+reloc_runs_init(reloc_runs *runs, const _PyCDS_View *v, const uint64_t *words)
 {
     for (int r = 0; r < CDS_NRANGES; r++) {
         const uint64_t *range = v->e->range[r];
@@ -401,37 +399,12 @@ reloc_iter_init(reloc_iter *it, const _PyCDS_View *v, const uint64_t *words)
                 return 0;
             }
         }
-        it->words[r] = words;
-        it->nw[r] = nw;
-        it->at[r] = (uint64_t *)(v->at[r] - skew);
+        runs->words[r] = words;
+        runs->nw[r] = nw;
+        runs->at[r] = (uint64_t *)(v->at[r] - skew);
         words += nw;
     }
-    it->r = 0;
-    it->w = 0;
-    it->bits = it->nw[0] ? it->words[0][0] : 0;
     return 1;
-}
-
-/* The next slot, or NULL when done; inlined into the loops of both
-   relocations, where it runs once per pointer */
-static Py_ALWAYS_INLINE inline uint64_t *
-reloc_next(reloc_iter *it)
-{
-    while (it->bits == 0) {
-        if (++it->w < it->nw[it->r]) {
-            it->bits = it->words[it->r][it->w];
-        }
-        else if (++it->r < CDS_NRANGES) {
-            it->w = 0;
-            it->bits = it->nw[it->r] ? it->words[it->r][0] : 0;
-        }
-        else {
-            return NULL;
-        }
-    }
-    uint64_t *slot = it->at[it->r] + 64 * it->w + __builtin_ctzll(it->bits);
-    it->bits &= it->bits - 1;
-    return slot;
 }
 
 /* Relocate only when something moved: otherwise nothing is written.
@@ -448,17 +421,22 @@ relocate_in_place(_PyCDS_Archive *a, const _PyCDS_View *v,
     uint64_t size = a->map.hdr->file_size;
     uint64_t archive = (uint64_t)a->map.archive_delta;
     uint64_t image = (uint64_t)a->map.image_delta;
-    reloc_iter it;
-    if (!reloc_iter_init(&it, v, relocs)) {
+    reloc_runs runs;
+    if (!reloc_runs_init(&runs, v, relocs)) {
         return -1;
     }
     if (a->protect) {
         _PyCDS_ProtectRange(&a->map, e->range[R_COLD - 1][0],
                             e->range[R_COLD - 1][1], 1);
     }
-    uint64_t *slot;
-    while ((slot = reloc_next(&it)) != NULL) {
-        *slot += (*slot - preferred < size) ? archive : image;
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        uint64_t *at = runs.at[r];
+        for (uint64_t w = 0; w < runs.nw[r]; w++, at += 64) {
+            for (uint64_t bits = runs.words[r][w]; bits; bits &= bits - 1) {
+                uint64_t *slot = at + __builtin_ctzll(bits);
+                *slot += (*slot - preferred < size) ? archive : image;
+            }
+        }
     }
     if (a->protect) {
         _PyCDS_ProtectRange(&a->map, e->range[R_COLD - 1][0],
@@ -489,39 +467,46 @@ relocate_copy(_PyCDS_Archive *a, const _PyCDS_View *v, const uint64_t *relocs,
     }
     uint64_t image = (uint64_t)a->map.image_delta;
     uint64_t strings = (uint64_t)(uintptr_t)a->map.base;
-    reloc_iter it;
-    if (!reloc_iter_init(&it, v, relocs)) {
+    uint64_t n_strings = 0;
+    reloc_runs runs;
+    if (!reloc_runs_init(&runs, v, relocs)) {
         return -1;
     }
-    uint64_t *slot;
-    while ((slot = reloc_next(&it)) != NULL) {
-        uint64_t target = *slot - preferred;
-        /* by frequency: the image (types, None, ...), then the shared
-           strings (a third of the stdlib program's slots), then the
-           module's own objects */
-        if (target >= size) {
-            *slot += image;
-        }
-        else if (target - str_lo < str_size) {
-            *slot = target + strings;
-            (*to_strings)++;
-        }
-        else if (target - lo[R_CODE - 1] < len[R_CODE - 1]) {
-            *slot = target + to[R_CODE - 1];
-        }
-        else if (target - lo[R_TUP - 1] < len[R_TUP - 1]) {
-            *slot = target + to[R_TUP - 1];
-        }
-        else if (target - lo[R_WARM - 1] < len[R_WARM - 1]) {
-            *slot = target + to[R_WARM - 1];
-        }
-        else if (target - lo[R_COLD - 1] < len[R_COLD - 1]) {
-            *slot = target + to[R_COLD - 1];
-        }
-        else {
-            return -1;
+    for (int r = 0; r < CDS_NRANGES; r++) {
+        uint64_t *at = runs.at[r];
+        for (uint64_t w = 0; w < runs.nw[r]; w++, at += 64) {
+            for (uint64_t bits = runs.words[r][w]; bits; bits &= bits - 1) {
+                uint64_t *slot = at + __builtin_ctzll(bits);
+                uint64_t target = *slot - preferred;
+                /* by frequency: the image (types, None, ...), then the
+                   shared strings (a third of the stdlib program's
+                   slots), then the module's own objects */
+                if (target >= size) {
+                    *slot += image;
+                }
+                else if (target - str_lo < str_size) {
+                    *slot = target + strings;
+                    n_strings++;
+                }
+                else if (target - lo[R_CODE - 1] < len[R_CODE - 1]) {
+                    *slot = target + to[R_CODE - 1];
+                }
+                else if (target - lo[R_TUP - 1] < len[R_TUP - 1]) {
+                    *slot = target + to[R_TUP - 1];
+                }
+                else if (target - lo[R_WARM - 1] < len[R_WARM - 1]) {
+                    *slot = target + to[R_WARM - 1];
+                }
+                else if (target - lo[R_COLD - 1] < len[R_COLD - 1]) {
+                    *slot = target + to[R_COLD - 1];
+                }
+                else {
+                    return -1;
+                }
+            }
         }
     }
+    *to_strings = n_strings;
     return 0;
 }
 
