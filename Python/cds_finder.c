@@ -47,7 +47,12 @@ static struct {
              *PathFinder, *FileFinder, *SourceFileLoader, *is_builtin,
              *find_frozen, *meta_path, *path_importer_cache, *slash,
              *py, *find_spec, *_path_importer_cache, *func_attr,
-             *bootstrap_file, *external_file;
+             *bootstrap_file, *external_file, *_cached, *cached,
+             *implementation, *cache_tag, *flags, *optimize,
+             *pycache_prefix, *SOURCE_SUFFIXES, *BYTECODE_SUFFIXES,
+             *_PYCACHE, *_OPT, *path_separators, *_get_cached,
+             *cache_from_source, *_path_split, *_path_join, *origin,
+             *_set_fileattr, *fget, *dot;
 } str;
 
 static PyObject *
@@ -75,7 +80,12 @@ init_strings(void)
     INTERN(FrozenImporter) INTERN(PathFinder) INTERN(FileFinder)
     INTERN(SourceFileLoader) INTERN(is_builtin) INTERN(find_frozen)
     INTERN(meta_path) INTERN(path_importer_cache) INTERN(find_spec)
-    INTERN(_path_importer_cache)
+    INTERN(_path_importer_cache) INTERN(_cached) INTERN(cached)
+    INTERN(implementation) INTERN(cache_tag) INTERN(flags) INTERN(optimize)
+    INTERN(pycache_prefix) INTERN(SOURCE_SUFFIXES) INTERN(BYTECODE_SUFFIXES)
+    INTERN(_PYCACHE) INTERN(_OPT) INTERN(path_separators) INTERN(_get_cached)
+    INTERN(cache_from_source) INTERN(_path_split) INTERN(_path_join)
+    INTERN(origin) INTERN(_set_fileattr) INTERN(fget)
 #undef INTERN
     str.func_attr = intern_immortal("__func__");
     str.bootstrap_file = intern_immortal("<frozen importlib._bootstrap>");
@@ -87,6 +97,9 @@ init_strings(void)
         return -1;
     }
     if ((str.slash = intern_immortal("/")) == NULL) {
+        return -1;
+    }
+    if ((str.dot = intern_immortal(".")) == NULL) {
         return -1;
     }
     str.py = intern_immortal(".py");
@@ -320,6 +333,18 @@ done:
     return result;
 }
 
+/* Whether 'func' is a function of importlib's (not replaced, e.g. by a
+   test's mock): its code comes from 'file'. */
+static int
+is_importlib_function(PyObject *func, PyObject *file)
+{
+    if (func == NULL || !PyFunction_Check(func)) {
+        return 0;
+    }
+    PyObject *name = ((PyCodeObject *)PyFunction_GET_CODE(func))->co_filename;
+    return name == file || PyUnicode_Compare(name, file) == 0;
+}
+
 /* Whether the method 'name' of class 'cls' is importlib's own (not
    replaced, e.g. by a test's mock): its code comes from 'file'. */
 static int
@@ -342,9 +367,7 @@ is_importlib_method(PyObject *cls, PyObject *name, PyObject *file)
     else {
         func = Py_NewRef(meth);
     }
-    int own = PyFunction_Check(func)
-              && PyUnicode_Compare(((PyCodeObject *)PyFunction_GET_CODE(func))
-                                   ->co_filename, file) == 0;
+    int own = is_importlib_function(func, file);
     Py_DECREF(func);
     return own;
 }
@@ -394,6 +417,181 @@ sys_attr(PyInterpreterState *interp, PyObject *name)
         PyErr_Clear();
     }
     return value;
+}
+
+/* A str that does not end with a path separator, else NULL (borrowed
+   from 'dict'): _path_join() would strip it */
+static PyObject *
+plain_part(PyObject *dict, PyObject *name)
+{
+    PyObject *v = PyDict_GetItemWithError(dict, name);
+    if (v == NULL || !PyUnicode_CheckExact(v) || PyUnicode_GET_LENGTH(v) == 0
+        || PyUnicode_READ_CHAR(v, PyUnicode_GET_LENGTH(v) - 1) == '/')
+    {
+        return NULL;
+    }
+    return v;
+}
+
+/* ModuleSpec.cached as its property makes it on first use for a spec
+   whose origin is the source file 'origin' (_get_cached(), then
+   cache_from_source()), or NULL (no exception) where this does not decide
+   it and the property is left to.  Reads what the Python code reads --
+   sys.implementation.cache_tag, sys.flags.optimize, sys.pycache_prefix
+   and importlib's constants -- and decides only the usual case: no
+   pycache_prefix, importlib's own functions, an origin ending in one of
+   the SOURCE_SUFFIXES, path parts that _path_join() keeps as they are. */
+static PyObject *
+cached_path(PyInterpreterState *interp, PyObject *external, PyObject *origin)
+{
+    PyObject *result = NULL, *impl = NULL, *tag = NULL, *flags = NULL;
+    PyObject *opt = NULL, *prefix = NULL, *head = NULL, *first = NULL;
+    PyObject *level_str = NULL;
+    PyObject *dict = PyModule_GetDict(external);             /* borrowed */
+    prefix = sys_attr(interp, str.pycache_prefix);
+    impl = sys_attr(interp, str.implementation);
+    flags = sys_attr(interp, str.flags);
+    if (dict == NULL || prefix != Py_None || impl == NULL || flags == NULL) {
+        goto done;
+    }
+    PyObject *names[4] = {str._get_cached, str.cache_from_source,
+                          str._path_split, str._path_join};
+    for (int i = 0; i < 4; i++) {
+        if (!is_importlib_function(PyDict_GetItemWithError(dict, names[i]),
+                                   str.external_file))
+        {
+            goto done;
+        }
+    }
+    PyObject *sep = PyDict_GetItemWithError(dict, str.path_separators);
+    PyObject *sources = PyDict_GetItemWithError(dict, str.SOURCE_SUFFIXES);
+    PyObject *bytecode = PyDict_GetItemWithError(dict, str.BYTECODE_SUFFIXES);
+    PyObject *pycache = plain_part(dict, str._PYCACHE);
+    PyObject *opt_prefix = PyDict_GetItemWithError(dict, str._OPT);
+    if (sep == NULL || !PyUnicode_CheckExact(sep)
+        || !_PyUnicode_EqualToASCIIString(sep, "/")
+        || sources == NULL || !PyList_CheckExact(sources)
+        || bytecode == NULL || !PyList_CheckExact(bytecode)
+        || PyList_GET_SIZE(bytecode) == 0
+        || !PyUnicode_CheckExact(PyList_GET_ITEM(bytecode, 0))
+        || pycache == NULL
+        || opt_prefix == NULL || !PyUnicode_CheckExact(opt_prefix))
+    {
+        goto done;
+    }
+    /* _get_cached(): the origin ends with one of SOURCE_SUFFIXES */
+    int source = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(sources) && !source; i++) {
+        PyObject *suffix = PyList_GET_ITEM(sources, i);
+        if (!PyUnicode_CheckExact(suffix)) {
+            goto done;
+        }
+        source = PyUnicode_Tailmatch(origin, suffix, 0, PY_SSIZE_T_MAX, 1);
+        if (source < 0) {
+            goto done;
+        }
+    }
+    tag = PyObject_GetAttr(impl, str.cache_tag);
+    opt = PyObject_GetAttr(flags, str.optimize);
+    if (!source || tag == NULL || !PyUnicode_CheckExact(tag)
+        || opt == NULL || !PyLong_CheckExact(opt))
+    {
+        goto done;
+    }
+    int overflow;
+    long level = PyLong_AsLongAndOverflow(opt, &overflow);
+    if (level < 0 || overflow) {
+        goto done;      /* str() of it is not alphanumeric: ValueError */
+    }
+    /* _path_split(), then tail.rpartition('.') */
+    Py_ssize_t len = PyUnicode_GET_LENGTH(origin);
+    Py_ssize_t slash = PyUnicode_FindChar(origin, '/', 0, len, -1);
+    if (slash <= 0 || PyUnicode_READ_CHAR(origin, slash - 1) == '/') {
+        goto done;      /* a head _path_join() would drop or strip */
+    }
+    Py_ssize_t dot = PyUnicode_FindChar(origin, '.', slash + 1, len, -1);
+    if (dot == -2) {
+        goto done;
+    }
+    head = PyUnicode_Substring(origin, 0, slash);
+    if (dot < 0) {
+        first = PyUnicode_Substring(origin, slash + 1, len);
+    }
+    else if (dot > slash + 1) {
+        first = PyUnicode_Substring(origin, slash + 1, dot);
+    }
+    else {
+        first = PyUnicode_Substring(origin, dot + 1, len);
+    }
+    if (head == NULL || first == NULL) {
+        goto done;
+    }
+    /* head/_PYCACHE/first.tag[.opt-N]suffix: the suffix must not end
+       with a separator, as _path_join() would strip it */
+    PyObject *suffix = PyList_GET_ITEM(bytecode, 0);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(suffix);
+    if (n > 0 && PyUnicode_READ_CHAR(suffix, n - 1) == '/') {
+        goto done;
+    }
+    if (level > 0) {
+        level_str = PyUnicode_FromFormat(".%U%ld", opt_prefix, level);
+        if (level_str == NULL) {
+            goto done;
+        }
+    }
+    PyObject *parts[9] = {head, str.slash, pycache, str.slash, first,
+                          dot < 0 ? &_Py_STR(empty) : str.dot, tag,
+                          level_str ? level_str : &_Py_STR(empty), suffix};
+    if (PyUnicode_GET_LENGTH(first) + PyUnicode_GET_LENGTH(tag) + n
+        + (dot >= 0) + (level_str != NULL) == 0)
+    {
+        goto done;      /* an empty file name: _path_join() drops it */
+    }
+    result = _PyUnicode_JoinArray(&_Py_STR(empty), parts, 9);
+
+done:
+    PyErr_Clear();
+    Py_XDECREF(prefix);
+    Py_XDECREF(impl);
+    Py_XDECREF(flags);
+    Py_XDECREF(tag);
+    Py_XDECREF(opt);
+    Py_XDECREF(head);
+    Py_XDECREF(first);
+    Py_XDECREF(level_str);
+    return result;
+}
+
+/* Set the spec's cached path now, as its property would on first use (in
+   _init_module_attrs()): cache_from_source() in Python costs more than
+   the rest of the search.  Only where the property runs importlib's own
+   code for a spec of importlib's ModuleSpec. */
+static void
+set_cached(PyInterpreterState *interp, PyObject *bootstrap,
+           PyObject *external, PyObject *spec, PyObject *origin)
+{
+    PyObject *prop = _PyType_Lookup(Py_TYPE(spec), str.cached);  // borrowed
+    if (prop == NULL || !Py_IS_TYPE(prop, &PyProperty_Type)) {
+        return;
+    }
+    PyObject *fget = PyObject_GetAttr(prop, str.fget);
+    PyObject *current = PyObject_GetAttr(spec, str._cached);
+    PyObject *fileattr = PyObject_GetAttr(spec, str._set_fileattr);
+    int ok = is_importlib_function(fget, str.bootstrap_file)
+             && current == Py_None && fileattr == Py_True;
+    Py_XDECREF(fget);
+    Py_XDECREF(current);
+    Py_XDECREF(fileattr);
+    PyObject *ext = ok ? PyObject_GetAttr(bootstrap, str._bootstrap_external)
+                       : NULL;
+    PyObject *cached = (ext == external)
+                       ? cached_path(interp, external, origin) : NULL;
+    if (cached != NULL && PyObject_SetAttr(spec, str._cached, cached) < 0) {
+        PyErr_Clear();   /* the property makes it on first use */
+    }
+    PyErr_Clear();
+    Py_XDECREF(ext);
+    Py_XDECREF(cached);
 }
 
 /* Whether sys.meta_path starts with the three default finders, whose
@@ -550,6 +748,14 @@ find_spec(PyObject *imp, PyObject *name, PyObject *path)
     spec = search_entries(name, search, importer_cache, file_finder,
                           source_loader, &keys);
     _PyImport_ReleaseLock(interp);
+    if (spec != NULL) {
+        PyObject *origin = PyObject_GetAttr(spec, str.origin);
+        if (origin != NULL && PyUnicode_CheckExact(origin)) {
+            set_cached(interp, bootstrap, external, spec, origin);
+        }
+        Py_XDECREF(origin);
+        PyErr_Clear();
+    }
 
 done:
     if (PyErr_Occurred()) {

@@ -8,6 +8,7 @@ it can prove what the normal search finds, and not where it cannot.
 
 import os
 import shutil
+import sys
 import textwrap
 import unittest
 import zipfile
@@ -305,6 +306,39 @@ class FinderTests(unittest.TestCase):
                                      '-X', 'frozen_modules=off')
         self.assertIn('__hello__ __hello__ SourceFileLoader', lines[0])
         self.assertIn('__hello__', found)
+
+    def test_cached_path_as_the_property_makes_it(self):
+        # The fast path sets spec.cached itself (for fpkg and fpkg.other
+        # here); describe() prints it and __cached__, which must be what the
+        # property makes under -O, with a pycache prefix, and with
+        # importlib's values changed at run time.
+        tag = sys.implementation.cache_tag
+        cases = [
+            ('', [], f'fpkg/__pycache__/other.{tag}.pyc'),
+            ('', ['-O'], f'fpkg/__pycache__/other.{tag}.opt-1.pyc'),
+            ('', ['-X', 'pycache_prefix=' + self.tmp],
+             f'{self.lib.lstrip("/")}/fpkg/other.{tag}.pyc'),
+            ('sys.implementation.cache_tag = "other-7"', [],
+             'fpkg/__pycache__/other.other-7.pyc'),
+            ('sys.implementation.cache_tag = None', [], 'None'),
+            ('import importlib._bootstrap_external as e\n'
+             'e.BYTECODE_SUFFIXES.insert(0, ".pyx")\n'
+             'e._PYCACHE = "cache"', [], f'fpkg/cache/other.{tag}.pyx'),
+            ('import importlib._bootstrap_external as e\n'
+             'e.cache_from_source = lambda path: path + "-c"', [],
+             'fpkg/other.py-c'),
+        ]
+        for setup, args, other_cached in cases:
+            with self.subTest(setup=setup, args=args):
+                lines, found = self.run_both(
+                    setup + '\nsys.path[:0] = [LIB]\n'
+                    'import fmod, fpkg.sub, fpkg.other\n', *args)
+                # fpkg.other: spec.cached, then __cached__
+                fields = lines[3].split()
+                self.assertTrue(fields[4].endswith(other_cached), fields[4])
+                self.assertEqual(fields[9], fields[4])
+                if '-O' not in args:
+                    self.assertEqual(found, ['fpkg', 'fpkg.other'])
 
     def test_not_with_very_verbose(self):
         # -vv: the Python finders report every path they try
