@@ -31,6 +31,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#ifndef MADV_POPULATE_WRITE
+#  define MADV_POPULATE_WRITE 23      /* Linux 5.14 */
+#endif
+
+void
+_PyCDS_Populate(void *addr, size_t len)
+{
+    static int supported = 1;
+    if (!supported || len == 0) {
+        return;
+    }
+    int saved_errno = errno;
+    if (madvise(addr, len, MADV_POPULATE_WRITE) < 0 && errno == EINVAL) {
+        supported = 0;
+    }
+    errno = saved_errno;
+}
+
 /* --- writing ------------------------------------------------------------- */
 
 static int

@@ -17,10 +17,6 @@
 
 #include <sys/mman.h>
 
-#ifndef MADV_POPULATE_WRITE
-#  define MADV_POPULATE_WRITE 23      /* Linux 5.14 */
-#endif
-
 /* The first use of a shared string (a well-formed one: see
    _PyCDS_SharedString()) in this process: its type, and the fields no
    checksum covers because the process writes them (the cached hash, the
@@ -117,7 +113,7 @@ populate_for_relocation(_PyCDS_Archive *a, const cds_index_entry *e)
         uintptr_t hi = (uintptr_t)a->map.base + e->range[r][1];
         lo &= ~page;
         hi = (hi + page) & ~page;
-        (void)madvise((void *)lo, hi - lo, MADV_POPULATE_WRITE);
+        _PyCDS_Populate((void *)lo, hi - lo);
     }
 }
 
@@ -263,8 +259,7 @@ block_alloc(_PyCDS_Archive *a, uint64_t size)
     a->blocks.next += size;
     char *hi = (char *)(((uintptr_t)a->blocks.next + page) & ~page);
     if (hi > a->blocks.present) {
-        (void)madvise(a->blocks.present, hi - a->blocks.present,
-                      MADV_POPULATE_WRITE);
+        _PyCDS_Populate(a->blocks.present, hi - a->blocks.present);
         a->blocks.present = hi;
     }
     return block;

@@ -110,6 +110,14 @@ _PyCDS_IsReadOnly(const void *op)
                < _PyCDS_ReadOnlyEnd[1] - _PyCDS_ReadOnlyStart[1]);
 }
 
+/* cds_filemap.c: make the pages of [addr, addr + len) of a private
+   private mapping present and writable in one call, where a page fault per
+   page costs more (in a virtual machine, twice as much); only a hint, and
+   a kernel without it (before Linux 5.14) is asked once.  errno is kept.
+   Used by copy mode's module blocks and by the object allocator's pools
+   (Objects/obmalloc.c). */
+extern void _PyCDS_Populate(void *addr, size_t len);
+
 /* Archived code objects carry versions (co_version) from this value up,
    given at dump time so that loading them writes nothing; the counter for
    new code objects stops below it (see init_code()). */
