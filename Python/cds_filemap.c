@@ -259,6 +259,8 @@ map_file(int fd, uint64_t size, void *want)
 const char *
 _PyCDS_MapArchive(const char *path, int anywhere, _PyCDS_Map *map)
 {
+    memset(map, 0, sizeof(*map));
+    map->fd = -1;
     const _PyCDS_Image *image = _PyCDS_GetImage();
     if (!image->found) {
         return "cannot locate the interpreter image";
@@ -326,6 +328,9 @@ _PyCDS_MapOpen(_PyCDS_Map *map)
         fd = -1;
     }
     map->fd = fd;
+    if (fd >= 0 && map->bounce == NULL) {
+        map->bounce = PyMem_RawMalloc(CDS_BOUNCE);
+    }
 }
 
 void
@@ -339,23 +344,60 @@ _PyCDS_MapClose(_PyCDS_Map *map)
 
 /* Nothing runs between _PyCDS_MapOpen() and the reads but another
    thread (os.closerange() releases the GIL): a read that fails comes from
-   the mapping, and whatever is read is checksummed after. */
+   the mapping, and whatever is read is checksummed after.
+
+   The file is read from the page cache without mapping (and so faulting
+   in and later dropping) its pages, into a small buffer that is reused
+   (present and cached after the first module); the bytes are summed as
+   they are copied on to their block.  pread() straight into the block
+   cost more in a paravirtualized guest, where a fresh page that the
+   kernel writes and user space then reads is made present for each (the
+   stdlib program: 6.7 MB of modules read, 26 ms prepared against 32).
+   The sum is computed from the bytes written, so what is checked is what
+   is used. */
 void
-_PyCDS_MapRead(const _PyCDS_Map *map, int n, void *const *to,
-               const uint64_t *offset, const uint64_t *len)
+_PyCDS_MapRead(const _PyCDS_Map *map, void *to, uint64_t offset,
+               uint64_t len, uint64_t *sum)
 {
-    for (int i = 0; i < n; i++) {
-        if (len[i] == 0) {
-            continue;
+    _PyCDS_Sum s;
+    if (sum != NULL) {
+        _PyCDS_SumInit(&s, *sum);
+    }
+    char *dst = to;
+    uint64_t off = offset, left = len;
+    int from_file = map->fd >= 0;
+    while (left > 0) {
+        size_t chunk = left < CDS_BOUNCE ? (size_t)left : CDS_BOUNCE;
+        char *buf = map->bounce != NULL ? map->bounce : dst;
+        const char *src = map->base + off;
+        if (from_file && pread(map->fd, buf, chunk, (off_t)off)
+                         == (ssize_t)chunk) {
+            src = buf;
         }
-        /* from the page cache, without mapping (and so faulting in and
-           later dropping) the file's pages */
-        if (map->fd >= 0 && pread(map->fd, to[i], len[i], (off_t)offset[i])
-                            == (ssize_t)len[i])
-        {
-            continue;
+        else {
+            from_file = 0;
         }
-        memcpy(to[i], map->base + offset[i], len[i]);
+        /* CDS_BOUNCE is a whole number of blocks: only the last chunk
+           has a rest */
+        size_t whole = chunk / 32 * 32;
+        if (sum == NULL) {
+            if (src != dst) {
+                memcpy(dst, src, chunk);
+            }
+        }
+        else {
+            _PyCDS_SumCopy(&s, src != dst ? dst : NULL, src, whole / 32);
+            if (chunk > whole) {
+                *sum = _PyCDS_SumFinal(&s, src != dst ? dst + whole : NULL,
+                                       src + whole, chunk - whole, len);
+            }
+        }
+        dst += chunk;
+        off += chunk;
+        left -= chunk;
+    }
+    if (sum != NULL && len % 32 == 0) {
+        *sum = _PyCDS_SumFinal(&s, NULL, "", 0, len);
     }
 }
 
@@ -366,5 +408,6 @@ _PyCDS_UnmapArchive(_PyCDS_Map *map)
         munmap(map->base, map->size);
         _PyCDS_MapClose(map);
     }
+    PyMem_RawFree(map->bounce);
     memset(map, 0, sizeof(*map));
 }

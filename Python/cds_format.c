@@ -21,38 +21,75 @@
    words (a += w; b += a: two additions per word, which the CPU overlaps),
    the tail zero-padded to a 32-byte block, then the lanes and the length
    mixed.  It detects damage (any single flipped bit, reordered words),
-   not tampering. */
-uint64_t
-_PyCDS_Checksum(uint64_t h, const void *data, size_t len)
+   not tampering.  _PyCDS_Checksum() is _PyCDS_SumInit(), _PyCDS_SumCopy()
+   of the whole 32-byte blocks and _PyCDS_SumFinal() of the rest: copy
+   mode sums the bytes as it copies them (cds_filemap.c). */
+void
+_PyCDS_SumInit(_PyCDS_Sum *s, uint64_t h)
 {
-    const unsigned char *p = data;
-    uint64_t a0 = h, a1 = h ^ CDS_CK_P1, a2 = h ^ CDS_CK_P2, a3 = ~h;
-    uint64_t b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+    s->a[0] = h;
+    s->a[1] = h ^ CDS_CK_P1;
+    s->a[2] = h ^ CDS_CK_P2;
+    s->a[3] = ~h;
+    s->b[0] = s->b[1] = s->b[2] = s->b[3] = 0;
+}
+
+void
+_PyCDS_SumCopy(_PyCDS_Sum *s, void *dst, const void *src, size_t blocks)
+{
+    const unsigned char *p = src;
+    unsigned char *q = dst;
+    uint64_t a0 = s->a[0], a1 = s->a[1], a2 = s->a[2], a3 = s->a[3];
+    uint64_t b0 = s->b[0], b1 = s->b[1], b2 = s->b[2], b3 = s->b[3];
     uint64_t w[4];
-    size_t n = len;
-    for (; n > 32; p += 32, n -= 32) {
+    for (size_t i = 0; i < blocks; i++, p += 32) {
         memcpy(w, p, 32);
+        if (q != NULL) {
+            memcpy(q, w, 32);
+            q += 32;
+        }
         a0 += w[0]; b0 += a0;
         a1 += w[1]; b1 += a1;
         a2 += w[2]; b2 += a2;
         a3 += w[3]; b3 += a3;
     }
-    /* the last block, 0 to 32 bytes, zero-padded */
-    memset(w, 0, sizeof(w));
-    memcpy(w, p, n);
-    a0 += w[0]; b0 += a0;
-    a1 += w[1]; b1 += a1;
-    a2 += w[2]; b2 += a2;
-    a3 += w[3]; b3 += a3;
-    uint64_t x = (uint64_t)len * CDS_CK_P1;
-    x = _PyCDS_Rotl64(x ^ (a0 + _PyCDS_Rotl64(b0, 23)), 31) * CDS_CK_P2;
-    x = _PyCDS_Rotl64(x ^ (a1 + _PyCDS_Rotl64(b1, 23)), 31) * CDS_CK_P2;
-    x = _PyCDS_Rotl64(x ^ (a2 + _PyCDS_Rotl64(b2, 23)), 31) * CDS_CK_P2;
-    x = _PyCDS_Rotl64(x ^ (a3 + _PyCDS_Rotl64(b3, 23)), 31) * CDS_CK_P2;
+    s->a[0] = a0; s->a[1] = a1; s->a[2] = a2; s->a[3] = a3;
+    s->b[0] = b0; s->b[1] = b1; s->b[2] = b2; s->b[3] = b3;
+}
+
+uint64_t
+_PyCDS_SumFinal(_PyCDS_Sum *s, void *dst, const void *src, size_t n,
+                uint64_t len)
+{
+    /* the last block, 1 to 32 bytes (none of a whole number of blocks),
+       zero-padded; a single zero block when len is 0 */
+    if (n > 0 || len == 0) {
+        unsigned char w[32] = {0};
+        memcpy(w, src, n);
+        if (dst != NULL) {
+            memcpy(dst, w, n);
+        }
+        _PyCDS_SumCopy(s, NULL, w, 1);
+    }
+    uint64_t x = len * CDS_CK_P1;
+    for (int i = 0; i < 4; i++) {
+        x = _PyCDS_Rotl64(x ^ (s->a[i] + _PyCDS_Rotl64(s->b[i], 23)), 31)
+            * CDS_CK_P2;
+    }
     x ^= x >> 33;
     x *= CDS_CK_P1;
     x ^= x >> 29;
     return x;
+}
+
+uint64_t
+_PyCDS_Checksum(uint64_t h, const void *data, size_t len)
+{
+    _PyCDS_Sum s;
+    _PyCDS_SumInit(&s, h);
+    _PyCDS_SumCopy(&s, NULL, data, len / 32);
+    return _PyCDS_SumFinal(&s, NULL, (const char *)data + len / 32 * 32,
+                           len % 32, len);
 }
 
 /* --- the interpreter image ---------------------------------------------- */

@@ -186,6 +186,17 @@ _PyCDS_Rotl64(uint64_t x, int r)
 }
 
 extern uint64_t _PyCDS_Checksum(uint64_t h, const void *data, size_t len);
+/* The same in steps: the state after some 32-byte blocks; SumCopy() also
+   copies them to 'dst' unless it is NULL; SumFinal() takes the last 'n'
+   bytes (under 32) and the total length. */
+typedef struct {
+    uint64_t a[4], b[4];
+} _PyCDS_Sum;
+extern void _PyCDS_SumInit(_PyCDS_Sum *s, uint64_t h);
+extern void _PyCDS_SumCopy(_PyCDS_Sum *s, void *dst, const void *src,
+                           size_t blocks);
+extern uint64_t _PyCDS_SumFinal(_PyCDS_Sum *s, void *dst, const void *src,
+                                size_t n, uint64_t len);
 
 /* What a module's checksum covers of a shared string it interns: its
    length, kind and characters (its hash and state are per-process).

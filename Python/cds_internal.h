@@ -135,6 +135,8 @@ extern void _PyCDS_LayoutClear(_PyCDS_Layout *layout);
 
 /* --- cds_filemap.c: the archive file ------------------------------------ */
 
+#define CDS_BOUNCE ((size_t)1 << 16)   /* _PyCDS_MapRead()'s buffer */
+
 typedef struct {
     char *base;                  /* where the file is mapped */
     size_t size;
@@ -149,6 +151,7 @@ typedef struct {
     int fd;
     dev_t dev;
     ino_t ino;
+    char *bounce;                /* CDS_BOUNCE bytes pread() fills, or NULL */
 } _PyCDS_Map;
 
 extern int _PyCDS_WriteArchiveFile(const char *path,
@@ -161,10 +164,11 @@ extern const char *_PyCDS_MapArchive(const char *path, int anywhere,
    names it; _PyCDS_MapClose() closes it. */
 extern void _PyCDS_MapOpen(_PyCDS_Map *map);
 extern void _PyCDS_MapClose(_PyCDS_Map *map);
-/* Copy 'n' pieces of the file (offset[i], len[i]) to 'to[i]': read from the
-   file _PyCDS_MapOpen() opened, else from the mapping. */
-extern void _PyCDS_MapRead(const _PyCDS_Map *map, int n, void *const *to,
-                           const uint64_t *offset, const uint64_t *len);
+/* Copy 'len' bytes of the file at 'offset' to 'to': read from the file
+   _PyCDS_MapOpen() opened, else from the mapping.  If 'sum' is not NULL,
+   *sum becomes _PyCDS_Checksum(*sum, to, len). */
+extern void _PyCDS_MapRead(const _PyCDS_Map *map, void *to, uint64_t offset,
+                           uint64_t len, uint64_t *sum);
 extern void _PyCDS_UnmapArchive(_PyCDS_Map *map);
 
 /* --- cds_protect.c: -X cds_protect ------------------------------------- */

@@ -266,9 +266,10 @@ block_alloc(_PyCDS_Archive *a, uint64_t size)
 }
 
 /* Copy mode: read the module's ranges into one block, each range
-   16-aligned as in the file. */
+   16-aligned as in the file; *sum: their checksum, as module_checksum()
+   begins it. */
 static char *
-copy_module(_PyCDS_Archive *a, size_t index)
+copy_module(_PyCDS_Archive *a, size_t index, uint64_t *sum)
 {
     const cds_index_entry *e = &a->map.index[index];
     uint64_t size = 0;
@@ -282,14 +283,11 @@ copy_module(_PyCDS_Archive *a, size_t index)
     a->mod_block[index] = block;
     _PyCDS_View v;
     _PyCDS_ModuleView(a, index, &v);
-    void *to[CDS_NRANGES];
-    uint64_t offset[CDS_NRANGES], len[CDS_NRANGES];
+    *sum = 0;
     for (int r = 0; r < CDS_NRANGES; r++) {
-        to[r] = v.at[r];
-        offset[r] = e->range[r][0];
-        len[r] = e->range[r][1] - e->range[r][0];
+        _PyCDS_MapRead(&a->map, v.at[r], e->range[r][0],
+                       e->range[r][1] - e->range[r][0], sum);
     }
-    _PyCDS_MapRead(&a->map, CDS_NRANGES, to, offset, len);
     return block;
 }
 
@@ -331,15 +329,23 @@ fixups_ok(_PyCDS_Archive *a, const cds_index_entry *e, const cds_fixup *fixups)
 }
 
 /* The module's checksum, as cds_builder.c's module_checksum(a, ) makes it;
+   'ranges': that of its ranges, summed as they were copied, or NULL.
    *bad_string is set if a shared string it interns is malformed. */
 static uint64_t
 module_checksum(_PyCDS_Archive *a, const _PyCDS_View *v,
-                const cds_fixup *fixups, int *bad_string)
+                const cds_fixup *fixups, const uint64_t *ranges,
+                int *bad_string)
 {
     const cds_index_entry *e = v->e;
     uint64_t c = 0;
-    for (int r = 0; r < CDS_NRANGES; r++) {
-        c = _PyCDS_Checksum(c, v->at[r], e->range[r][1] - e->range[r][0]);
+    if (ranges != NULL) {
+        c = *ranges;
+    }
+    else {
+        for (int r = 0; r < CDS_NRANGES; r++) {
+            c = _PyCDS_Checksum(c, v->at[r],
+                                e->range[r][1] - e->range[r][0]);
+        }
     }
     c = _PyCDS_Checksum(c, fixups, sizeof(cds_fixup) * e->fixup_count);
     uint64_t prev_target = UINT64_MAX;
@@ -661,9 +667,12 @@ apply_fixups(_PyCDS_Archive *a, const _PyCDS_View *v, const cds_fixup *fixups,
     return 0;
 }
 
+/* 'reloc_sum': the checksum of 'relocs', summed as they were copied, or
+   NULL */
 static const char *
 prepare_module(_PyCDS_Archive *a, const cds_index_entry *e, const char *name,
-               const uint64_t *relocs, const cds_fixup *fixups)
+               const uint64_t *relocs, const cds_fixup *fixups,
+               const uint64_t *reloc_sum)
 {
     size_t index = (size_t)(e - a->map.index);
     if (!fixups_ok(a, e, fixups)) {
@@ -671,9 +680,10 @@ prepare_module(_PyCDS_Archive *a, const cds_index_entry *e, const char *name,
     }
     int relocate = (a->copy || a->map.archive_delta != 0
                     || a->map.image_delta != 0);
+    uint64_t ranges_sum;
     if (a->copy) {
-        /* checked after the copy: what is used is what was checked */
-        if (copy_module(a, index) == NULL) {
+        /* summed as copied: what is used is what was checked */
+        if (copy_module(a, index, &ranges_sum) == NULL) {
             return "out of memory";
         }
     }
@@ -684,7 +694,8 @@ prepare_module(_PyCDS_Archive *a, const cds_index_entry *e, const char *name,
     _PyCDS_ModuleView(a, index, &view);
     uint64_t to_strings = 0;
     int bad_string = 0;
-    uint64_t c = module_checksum(a, &view, fixups, &bad_string);
+    uint64_t c = module_checksum(a, &view, fixups,
+                                 a->copy ? &ranges_sum : NULL, &bad_string);
     if (bad_string) {
         return "bad shared string (corrupt archive)";
     }
@@ -693,7 +704,10 @@ prepare_module(_PyCDS_Archive *a, const cds_index_entry *e, const char *name,
     }
     if (relocate) {
         /* the relocations are read only when something moved */
-        if (_PyCDS_Checksum(0, relocs, 8 * e->reloc_count) != e->reloc_checksum) {
+        uint64_t rc = reloc_sum != NULL
+                      ? *reloc_sum
+                      : _PyCDS_Checksum(0, relocs, 8 * e->reloc_count);
+        if (rc != e->reloc_checksum) {
             return "relocations checksum mismatch (corrupt archive)";
         }
         if ((a->copy ? relocate_copy(a, &view, relocs, &to_strings)
@@ -772,7 +786,7 @@ _PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *na
     const cds_fixup *fixups = (const cds_fixup *)(a->map.base + h->fixup_offset)
                               + e->fixup_start;
     if (!a->copy) {
-        return prepare_module(a, e, name, relocs, fixups);
+        return prepare_module(a, e, name, relocs, fixups, NULL);
     }
     /* Copy mode reads the module's records, as its objects, with pread():
        the mapping's pages of the records and the object regions are never
@@ -784,14 +798,15 @@ _PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *na
     if (records == NULL) {
         return "out of memory";
     }
-    void *to[2] = {records, records + e->reloc_count};
-    uint64_t offset[2] = {h->reloc_offset + 8 * e->reloc_start,
-                          h->fixup_offset + 8 * e->fixup_start};
-    uint64_t len[2] = {8 * e->reloc_count, 8 * e->fixup_count};
+    uint64_t reloc_sum = 0;
     _PyCDS_MapOpen(&a->map);
-    _PyCDS_MapRead(&a->map, 2, to, offset, len);
+    _PyCDS_MapRead(&a->map, records, h->reloc_offset + 8 * e->reloc_start,
+                   8 * e->reloc_count, &reloc_sum);
+    _PyCDS_MapRead(&a->map, records + e->reloc_count,
+                   h->fixup_offset + 8 * e->fixup_start, 8 * e->fixup_count,
+                   NULL);
     const char *reason = prepare_module(a, e, name, records,
-                                        records + e->reloc_count);
+                                        records + e->reloc_count, &reloc_sum);
     _PyCDS_MapClose(&a->map);
     PyMem_RawFree(records);
     return reason;

@@ -42,6 +42,29 @@ class WorkflowTests(AppTestCase):
         self.assertEqual(info['rejected'], 0)
         self.assertEqual(info['modules'], len(listed))
 
+    def test_served_when_the_file_is_replaced(self):
+        # Copy mode reads each module from the file while its path names
+        # the mapped file, and from the mapping once it does not: the
+        # same modules, checked the same way, with another file (here a
+        # damaged copy) at the path.
+        self.trace_and_dump()
+        with open(self.archive, 'rb') as f:
+            data = bytearray(f.read())
+        data[len(data) // 2:] = bytes(len(data) - len(data) // 2)
+        damaged = self.archive + '.damaged'
+        with open(damaged, 'wb') as f:
+            f.write(data)
+        code = self.app_code(f'''
+            import os
+            os.replace({damaged!r}, {self.archive!r})
+            import cdsapp, cdsapp.shapes
+            print(cdsapp.shapes.make_adder(2)(3))
+        ''')
+        r, info = self.share_info(code=code)
+        self.assertEqual(r.stdout.splitlines()[0], '5')
+        self.assertGreaterEqual(info['served'], 2)
+        self.assertEqual(info['rejected'], 0)
+
     def test_every_traced_module_is_served(self):
         self.trace_and_dump()
         sources = [n for n, k, p in read_list(self.lst) if k == 'source']
