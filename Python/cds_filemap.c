@@ -351,9 +351,8 @@ _PyCDS_MapClose(_PyCDS_Map *map)
    (present and cached after the first module); the bytes are summed as
    they are copied on to their block.  pread() straight into the block
    cost more in a paravirtualized guest, where a fresh page that the
-   kernel writes and user space then reads is made present for each (the
-   stdlib program: 6.7 MB of modules read, 26 ms prepared against 32).
-   The sum is computed from the bytes written, so what is checked is what
+   kernel writes and user space then reads is made present for each
+   (Doc/library/cds.rst gives the figures).  The sum is computed from the bytes written, so what is checked is what
    is used. */
 void
 _PyCDS_MapRead(const _PyCDS_Map *map, void *to, uint64_t offset,

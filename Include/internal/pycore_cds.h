@@ -111,7 +111,7 @@ _PyCDS_IsReadOnly(const void *op)
 }
 
 /* cds_filemap.c: make the pages of [addr, addr + len) of a private
-   private mapping present and writable in one call, where a page fault per
+   mapping present and writable in one call, where a page fault per
    page costs more (in a virtual machine, twice as much); only a hint, and
    a kernel without it (before Linux 5.14) is asked once.  errno is kept.
    Used by copy mode's module blocks and by the object allocator's pools
