@@ -445,8 +445,21 @@ _PyCDS_Dump(const _PyCDS_Settings *s)
     Py_XDECREF(res);
 
     for (Py_ssize_t i = 0; i < list.len; i++) {
-        if (dump_entry(w, machinery, imp, &list.items[i],
-                       &archived, &skipped) < 0)
+        if (strcmp(list.items[i].kind, "regex") != 0
+            && dump_entry(w, machinery, imp, &list.items[i],
+                          &archived, &skipped) < 0)
+        {
+            PyErr_Print();
+            goto done;
+        }
+    }
+    /* the programs of regular expressions after every module: compiling
+       them makes warnings errors (cds_regex.c) */
+    int programs = 0, programs_in_base = 0, unarchived = 0;
+    for (Py_ssize_t i = 0; i < list.len; i++) {
+        if (strcmp(list.items[i].kind, "regex") == 0
+            && _PyCDS_DumpRegex(w, list.items[i].path, &programs,
+                                &programs_in_base, &unarchived) < 0)
         {
             PyErr_Print();
             goto done;
@@ -466,9 +479,15 @@ _PyCDS_Dump(const _PyCDS_Settings *s)
         snprintf(base_note, sizeof(base_note), ", %d in the base archive",
                  dump_in_base);
     }
-    fprintf(stderr, "cds: dump: %d modules archived%s, %d skipped; "
+    char regex_note[120] = "";
+    if (programs + programs_in_base + unarchived) {
+        snprintf(regex_note, sizeof(regex_note), "; %d regular expressions "
+                 "archived, %d in the base archive, %d left to re",
+                 programs, programs_in_base, unarchived);
+    }
+    fprintf(stderr, "cds: dump: %d modules archived%s, %d skipped%s; "
             "%zd objects, %llu bytes, %.2f s -> %s\n",
-            archived, base_note, skipped, _PyCDS_BuilderObjects(w),
+            archived, base_note, skipped, regex_note, _PyCDS_BuilderObjects(w),
             (unsigned long long)size, secs, s->archive_path);
     status = 0;
 

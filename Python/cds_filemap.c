@@ -173,9 +173,10 @@ check_header(const cds_header *h, uint64_t file_size)
     return NULL;
 }
 
-/* Why the mapped index cannot be used, or NULL if it can. */
+/* Why the mapped index cannot be used, or NULL if it can; *modules: the
+   entries before the programs (KIND_REGEX, last). */
 static const char *
-check_index(const char *base, const cds_header *h)
+check_index(const char *base, const cds_header *h, uint64_t *modules)
 {
     const cds_index_entry *index = (const cds_index_entry *)(base + h->index_offset);
     uint64_t c = _PyCDS_Checksum(0, index,
@@ -191,10 +192,13 @@ check_index(const char *base, const cds_header *h)
             || e->name_len > h->strtab_size - e->name_off
             || e->path_off > h->strtab_size
             || e->path_len > h->strtab_size - e->path_off
-            || (e->kind != KIND_SOURCE && e->kind != KIND_FROZEN))
+            || (e->kind != KIND_SOURCE && e->kind != KIND_FROZEN
+                && e->kind != KIND_REGEX)
+            || (i > 0 && e->kind < index[i - 1].kind))
         {
             return "bad index entry (corrupt archive)";
         }
+        *modules += (e->kind != KIND_REGEX);
     }
     return NULL;
 }
@@ -291,7 +295,9 @@ _PyCDS_MapArchive(const char *path, int anywhere, _PyCDS_Map *map)
        address is taken */
     char *base = map_file(fd, h.file_size,
                           anywhere ? NULL : (void *)(uintptr_t)h.preferred_base);
-    reason = base == NULL ? "cannot map the file" : check_index(base, &h);
+    uint64_t modules = 0;
+    reason = base == NULL ? "cannot map the file"
+                          : check_index(base, &h, &modules);
     close(fd);
     if (reason != NULL) {
         if (base != NULL) {
@@ -306,6 +312,7 @@ _PyCDS_MapArchive(const char *path, int anywhere, _PyCDS_Map *map)
     map->size = h.file_size;
     map->hdr = (const cds_header *)base;
     map->index = (const cds_index_entry *)(base + h.index_offset);
+    map->modules = modules;
     map->strtab = base + h.strtab_offset;
     map->archive_delta = (intptr_t)((uintptr_t)base - h.preferred_base);
     map->image_delta = (intptr_t)image->bias;

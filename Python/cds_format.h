@@ -86,7 +86,8 @@ typedef struct {
     uint64_t complete;           /* CDS_COMPLETE, written last */
 } cds_header;
 
-enum { KIND_SOURCE = 1, KIND_FROZEN = 2 };
+/* KIND_REGEX: the program of a regular expression (cds_regex.c) */
+enum { KIND_SOURCE = 1, KIND_FROZEN = 2, KIND_REGEX = 3 };
 
 typedef struct {
     uint32_t kind;

@@ -3,7 +3,7 @@
  * Every call from upstream CPython arrives here (but the configuration,
  * cds_config.c) and is dispatched by mode: start-up (map the archive,
  * before site), exit (the TRACE list, the SHARE stats), the -X cds=dump
- * run, the frozen-module hook of Python/import.c, the two _imp functions
+ * run, the frozen-module hook of Python/import.c, the _imp functions
  * importlib calls, and the _cds module.
  *
  *   importlib._bootstrap._find_spec() calls _imp._cds_find_spec(name,
@@ -15,6 +15,9 @@
  *   returns the archived code object when the archive holds a current
  *   entry for that exact path, and None otherwise, in which case the
  *   normal .pyc path runs.
+ *
+ *   re._compiler.compile() calls _imp._cds_regex(pattern, flags) before it
+ *   compiles a pattern: the archived program, if any (cds_regex.c).
  *
  * Errors: the lifecycle hooks never fail; the _imp and _cds functions
  * raise exceptions as Python functions do (only for bad arguments or
@@ -234,8 +237,42 @@ _imp__cds_find_spec_impl(PyObject *module, PyObject *name, PyObject *path)
     return _PyCDS_FindSpec(module, name, path);
 }
 
+/*[clinic input]
+_imp._cds_regex
+
+    pattern: object
+    flags: object
+    /
+
+The program of a regular expression the archive holds, or None.
+
+Called by re._compiler.compile() for a pattern it is to compile.  With
+-X cds=share, return the arguments after the pattern that _sre.compile()
+takes for it -- (flags, code, groups, groupindex, indexgroup) -- when an
+archive holds its program, made by the re package this process runs.  With
+-X cds=trace, record the pattern and return None.  Otherwise return None.
+[clinic start generated code]*/
+
+static PyObject *
+_imp__cds_regex_impl(PyObject *module, PyObject *pattern, PyObject *flags)
+/*[clinic end generated code: output=144513aa8a1d8393 input=fb380995f7188764]*/
+{
+    const _PyCDS_Settings *s = _PyCDS_GetSettings();
+    if (s->mode == _PyCDS_TRACE || (s->mode == _PyCDS_SHARE && s->auto_refresh)) {
+        _PyCDS_TraceRegex(pattern, flags);
+    }
+    if (s->mode == _PyCDS_SHARE) {
+        PyObject *program = _PyCDS_RegexProgram(pattern, flags);
+        if (program != NULL) {
+            return program;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef imp_cds_methods[] = {
     _IMP__CDS_FIND_CODE_METHODDEF
+    _IMP__CDS_REGEX_METHODDEF
     _IMP__CDS_FIND_SPEC_METHODDEF
     {NULL, NULL}
 };
@@ -266,7 +303,8 @@ archive is mapped) and reason (why not); archives, a list of dicts
 archive and the base archive (role "default" for the installation's
 default archive); modules in the archives; the counters
 served, specs_found, stale, hashed (source hashes checked), missed,
-rejected, prepared and relocated;
+rejected, prepared, relocated, released and regexes (programs of
+regular expressions served);
 mapped_at_preferred_address, protected; open_seconds and
 prepare_seconds (time spent opening and preparing the archive);
 format_version and fingerprint (in hexadecimal), what an archive must
@@ -275,7 +313,7 @@ have for this interpreter to use it.
 
 static PyObject *
 _cds_info_impl(PyObject *module)
-/*[clinic end generated code: output=544bbbea22d7fa1d input=447505046854629f]*/
+/*[clinic end generated code: output=544bbbea22d7fa1d input=5dec546f338a9263]*/
 {
     const _PyCDS_Settings *s = _PyCDS_GetSettings();
     if (s->mode == _PyCDS_SHARE
@@ -321,7 +359,7 @@ _cds_info_impl(PyObject *module)
     }
     PyObject *info = Py_BuildValue(
         "{s:s,s:s,s:N,s:N,s:i,s:O,s:z,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
-        "s:n,s:O,s:O,s:d,s:d,s:N,s:O,s:i,s:s}",
+        "s:n,s:n,s:O,s:O,s:d,s:d,s:N,s:O,s:i,s:s}",
         "mode", s->auto_refresh ? "auto" : _PyCDS_ModeName(s->mode),
         "mode_source", s->mode_source,
         "list", list,
@@ -339,6 +377,7 @@ _cds_info_impl(PyObject *module)
         "prepared", st.prepared,
         "relocated", st.relocated,
         "released", st.released,
+        "regexes", _PyCDS_RegexServed,
         "mapped_at_preferred_address",
         st.at_preferred_address ? Py_True : Py_False,
         "protected", st.protected ? Py_True : Py_False,

@@ -142,6 +142,7 @@ typedef struct {
     size_t size;
     const cds_header *hdr;
     const cds_index_entry *index;
+    uint64_t modules;            /* index entries before the programs */
     const char *strtab;
     intptr_t archive_delta;      /* mapped base - preferred base */
     intptr_t image_delta;        /* image load address (0: not moved) */
@@ -334,6 +335,12 @@ extern int _PyCDS_IsArchivedObject(PyObject *op);
 /* DUMP: whether the base archive holds an entry of this kind (KIND_*) that
    share mode would serve for the module's file now */
 extern int _PyCDS_BaseHolds(int kind, const char *name, const char *path);
+/* The programs of regular expressions (cds_regex.c); see cds_share.c */
+extern int _PyCDS_ArchiveHasRegex(void);
+extern const cds_index_entry *_PyCDS_ArchiveEntry(uint32_t kind,
+                                                  const char *name,
+                                                  const char *path,
+                                                  PyObject **code);
 /* _cds.check(): every entry prepared and checked; see cds_share.c */
 extern PyObject *_PyCDS_ArchiveCheck(int check_source);
 
@@ -364,10 +371,21 @@ extern void _PyCDS_GetShareStats(_PyCDS_ShareStats *stats);
 extern void _PyCDS_NoteStartupStrings(PyInterpreterState *interp);
 extern int _PyCDS_Dump(const _PyCDS_Settings *settings);  /* exit status */
 
+/* --- cds_regex.c: the programs of regular expressions ------------------ */
+
+extern void _PyCDS_TraceRegex(PyObject *pattern, PyObject *flags);
+extern int _PyCDS_DumpRegex(_PyCDS_Builder *w, const char *field,
+                            int *archived, int *in_base, int *skipped);
+/* share mode: (flags, code, groups, groupindex, indexgroup) or NULL */
+extern PyObject *_PyCDS_RegexProgram(PyObject *pattern, PyObject *flags);
+extern Py_ssize_t _PyCDS_RegexServed;
+
 /* --- cds_trace.c: TRACE ------------------------------------------------- */
 
 extern void _PyCDS_TraceModule(const char *kind, PyObject *name,
                                PyObject *path);
+extern void _PyCDS_TraceEntry(const char *name, const char *kind,
+                              const char *field);
 extern void _PyCDS_TraceFini(const char *list_path);
 /* AUTO: the list locked without waiting and this process's entries merged
    into it (see cds_trace.c); -1 if not locked */

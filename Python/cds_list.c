@@ -5,11 +5,13 @@
  *     # pycds module list 1
  *     json<TAB>source<TAB>/usr/lib/python3.13/json/__init__.py
  *     encodings<TAB>frozen
+ *     re<TAB>regex<TAB>0 s 5c642b
  *
  * Blank lines and lines starting with '#' are ignored.  "source" entries
  * name the source file the traced run imported (DUMP finds the module again
  * on sys.path and uses the path as a fallback); "frozen" entries name a
- * module of the interpreter's frozen start-up set.
+ * module of the interpreter's frozen start-up set; "regex" entries a
+ * pattern re compiled, with its flags (cds_regex.c).
  *
  * Plain C with the raw allocator: the tracer writes lists late in
  * finalization.
@@ -202,6 +204,26 @@ _PyCDS_ValidModuleName(const char *name)
     return !at_start;
 }
 
+/* Whether the field after "regex" is "FLAGS TYPE HEX" (cds_regex.c). */
+static int
+regex_field_ok(const char *field)
+{
+    const char *p = field;
+    while (*p >= '0' && *p <= '9' && p - field < 10) {
+        p++;
+    }
+    if (p == field || p[0] != ' ' || (p[1] != 's' && p[1] != 'b')
+        || p[2] != ' ')
+    {
+        return 0;
+    }
+    size_t n = 0;
+    for (p += 3; (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'); p++) {
+        n++;
+    }
+    return *p == '\0' && n % 2 == 0;
+}
+
 /* Parse one line in place.  Returns 1 for an entry, 0 for a blank or
    comment line, -1 for garbage. */
 static int
@@ -238,6 +260,9 @@ parse_line(char *line, char **name, char **kind, char **path)
     }
     if (strcmp(*kind, "frozen") == 0) {
         return (*path == NULL) ? 1 : -1;
+    }
+    if (strcmp(*kind, "regex") == 0) {
+        return (*path != NULL && regex_field_ok(*path)) ? 1 : -1;
     }
     return -1;
 }

@@ -163,7 +163,7 @@ open_slot(cds_slot *sl, const _PyCDS_Settings *settings, int index)
     _PyCDS_Log(1, "%s%sarchive '%s' mapped at %p: %llu modules, %llu bytes%s",
                sl == &cds.slot[SLOT_APP] ? "" : sl->role,
                sl == &cds.slot[SLOT_APP] ? "" : " ", sl->path, a->map.base,
-               (unsigned long long)h->module_count,
+               (unsigned long long)a->map.modules,
                (unsigned long long)a->map.size,
                a->copy ? ", copied on use"
                : (a->map.archive_delta || a->map.image_delta)
@@ -558,6 +558,55 @@ _PyCDS_ArchiveHasSource(PyObject *name, PyObject *path)
     return found;
 }
 
+/* --- the programs of regular expressions (cds_regex.c) ------------------ */
+
+/* Whether an archive in use holds programs. */
+int
+_PyCDS_ArchiveHasRegex(void)
+{
+    if (!_Py_IsMainInterpreter(_PyInterpreterState_GET())
+        || _PyCDS_ShareOpen() < 0)
+    {
+        return 0;
+    }
+    for (int k = 0; k < NSLOTS; k++) {
+        const _PyCDS_Map *m = &cds.slot[k].ar.map;
+        if (cds.slot[k].state > 0 && m->modules < m->hdr->module_count) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The first entry (kind, name) of the archives in use, the application
+   archive first, that can be used: for a source ('path' its file), one
+   that is current; otherwise one that is prepared, its code object in
+   *code (borrowed: programs are never released).  NULL if none. */
+const cds_index_entry *
+_PyCDS_ArchiveEntry(uint32_t kind, const char *name, const char *path,
+                    PyObject **code)
+{
+    for (int k = 0; k < NSLOTS; k++) {
+        cds_slot *sl = &cds.slot[k];
+        Py_ssize_t i = sl->state > 0
+            ? find_entry(&sl->ar, kind, name, strlen(name), path) : -1;
+        const cds_index_entry *e = i >= 0 ? &sl->ar.map.index[i] : NULL;
+        int hashed;
+        if (e != NULL && kind == KIND_SOURCE
+            && _PyCDS_SourceStale(e, path, 0, &hashed) == NULL)
+        {
+            return e;
+        }
+        if (e != NULL && kind != KIND_SOURCE && module_ready(sl, (size_t)i)) {
+            _PyCDS_View view;
+            _PyCDS_ModuleView(&sl->ar, (size_t)i, &view);
+            *code = (PyObject *)_PyCDS_ViewAddr(&view, e->code);
+            return e;
+        }
+    }
+    return NULL;
+}
+
 /* The archived code object of an archive's entry, if it is current and
    can be prepared: a new reference; NULL, with an exception only for a
    memory error, if not. */
@@ -711,7 +760,8 @@ check_entry(cds_slot *sl, size_t i, int check_source)
         }
     }
     return Py_BuildValue(
-        "(sNNz)", e->kind == KIND_SOURCE ? "source" : "frozen",
+        "(sNNz)", e->kind == KIND_SOURCE ? "source"
+                  : e->kind == KIND_FROZEN ? "frozen" : "regex",
         PyUnicode_DecodeUTF8(m->strtab + e->name_off,
                              (Py_ssize_t)e->name_len, "surrogateescape"),
         e->kind == KIND_SOURCE
@@ -807,7 +857,7 @@ _PyCDS_GetShareStats(_PyCDS_ShareStats *out)
         as->path = sl->path;
         as->active = sl->state > 0;
         as->reason = sl->reason;
-        as->modules = as->active ? (Py_ssize_t)sl->ar.map.hdr->module_count : 0;
+        as->modules = as->active ? (Py_ssize_t)sl->ar.map.modules : 0;
         as->served = sl->served;
         as->stale = sl->stale;
         out->modules += as->modules;

@@ -60,6 +60,16 @@ _PyCDS_TraceModule(const char *kind, PyObject *name, PyObject *path)
     Py_XDECREF(bpath);
 }
 
+/* An entry of another kind than a module's (cds_regex.c): 'field' is
+   what follows the kind, already valid for a list. */
+void
+_PyCDS_TraceEntry(const char *name, const char *kind, const char *field)
+{
+    if (_PyCDS_ListAdd(&traced, name, kind, field) > 0) {
+        _PyCDS_Log(2, "trace: %s (%s)", name, kind);
+    }
+}
+
 /* AUTO (cds_auto.c) keeps the list quietly: its problems are for
    -X cds_verbose only. */
 static int quiet;

@@ -51,6 +51,7 @@ def _summary(data, h):
         'modules': len(entries),
         'source_modules': sum(e['kind'] == 'source' for e in entries),
         'frozen_modules': sum(e['kind'] == 'frozen' for e in entries),
+        'regex_programs': sum(e['kind'] == 'regex' for e in entries),
         'regions': regions,
         'seed_size': h['seed_size'],
         'index_size': h['module_count'] * _format.ENTRY.size,
@@ -86,8 +87,10 @@ def run_info(args):
     print(f'made with:      -O level {s["optimize"]} (this process: '
           f'{sys.flags.optimize})')
     print(f'laid out for:   {s["preferred_base"]:#x}')
-    print(f'modules:        {s["modules"]} ({s["source_modules"]} source, '
-          f'{s["frozen_modules"]} frozen)')
+    print(f'modules:        {s["modules"] - s["regex_programs"]} '
+          f'({s["source_modules"]} source, {s["frozen_modules"]} frozen)')
+    print(f'regexes:        {s["regex_programs"]} (programs of regular '
+          f'expressions)')
     print(f'size:           {s["file_size"]} bytes')
     for r in _format.REGIONS:
         print(f'  {r:5} {_mb(s["regions"][r])}  '
@@ -121,7 +124,7 @@ def run_list(args):
         return 0
     width = max((len(r['name']) for r in rows), default=0)
     for r in rows:
-        where = r['path'] if r['path'] is not None else '(frozen)'
+        where = r['path'] if r['path'] is not None else f'({r["kind"]})'
         print(f'{r["name"]:{width}}  {r["size"]:9}  {where}')
     return 0
 
@@ -165,7 +168,8 @@ def run_map(args):
             lo, hi = row['ranges'][r]
             totals[r] += hi - lo
             sizes += f'{hi - lo:9}'
-        name = row['name'] + (' (frozen)' if row['kind'] == 'frozen' else '')
+        name = row['name'] + (f' ({row["kind"]})' if row['kind'] != 'source'
+                              else '')
         print(f'{name:30} {row["code"]:#10x}{sizes}'
               f'{row["relocations_size"]:8}{row["fixups"]:8}')
     sums = ''.join(f'{totals[r]:9}' for r in _format.MODULE_REGIONS)

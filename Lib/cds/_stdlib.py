@@ -11,6 +11,12 @@ modules, but what programs never import:
 * demos (``turtledemo``) and the test modules of the frozen-module tests
   (``__hello__``, ``__phello__``);
 * ``site-packages``: third-party code belongs in an application archive.
+
+It also holds the programs of the regular expressions the standard library
+compiles when its modules are imported, as the JDK's default CDS archive
+holds the classes of a training run: a traced process imports every
+archived module (but those that run a program when imported) and the
+patterns it compiled are added to the list.
 """
 
 import os
@@ -59,9 +65,42 @@ def frozen_modules():
                   if not n.startswith(('__hello', '__phello')))
 
 
-def write_list(path, libdir):
-    """Write the module list of the default archive of *libdir*; return
-    the number of source modules."""
+# modules the training import leaves out: they run a program (IDLE, a
+# browser, a print) when imported, as do __main__ modules
+NOT_IMPORTED = ('idlelib', 'this', 'antigravity')
+
+TRAINING = """\
+import importlib, sys
+for name in sys.stdin.read().split():
+    try:
+        importlib.import_module(name)
+    except BaseException:
+        pass
+"""
+
+
+def regex_lines(names, env, tmp):
+    """The module-list lines of the patterns a traced import of *names*
+    compiled (none if the import fails or hangs)."""
+    lst = os.path.join(tmp, 'training.lst')
+    names = [n for n in names
+             if n.split('.')[0] not in NOT_IMPORTED
+             and '__main__' not in n.split('.')]
+    args = [sys.executable, '-S', '-s', '-X', 'cds=trace',
+            '-X', f'cds_list={lst}', '-c', TRAINING]
+    try:
+        subprocess.run(args, env=env, cwd=tmp, input='\n'.join(names),
+                       text=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=300)
+        with open(lst, encoding='utf-8', errors='surrogateescape') as f:
+            return [line for line in f if line.startswith('re\tregex\t')]
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+
+
+def write_list(path, libdir, regexes=()):
+    """Write the module list of the default archive of *libdir*, with the
+    list lines *regexes*; return the number of source modules."""
     sources = modules(libdir)
     with open(path, 'w', encoding='utf-8', errors='surrogateescape') as f:
         f.write('# pycds module list 1\n')
@@ -69,6 +108,7 @@ def write_list(path, libdir):
             f.write(f'{name}\tfrozen\n')
         for name, source in sources:
             f.write(f'{name}\tsource\t{source}\n')
+        f.writelines(regexes)
     return len(sources)
 
 
@@ -90,7 +130,9 @@ def dump(output=None, *, libdir=None, destdir='', verbose=False):
     env['PYTHONPATH'] = staged
     with tempfile.TemporaryDirectory(prefix='cds-stdlib-') as tmp:
         lst = os.path.join(tmp, 'stdlib.lst')
-        write_list(lst, staged)
+        regexes = regex_lines([name for name, _ in modules(staged)],
+                              env, tmp)
+        write_list(lst, staged, regexes)
         args = [sys.executable, '-S', '-s', '-X', 'cds=dump',
                 '-X', 'cds_base=none', '-X', f'cds_list={lst}',
                 '-X', f'cds_archive={output}']

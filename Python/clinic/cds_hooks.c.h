@@ -76,6 +76,42 @@ exit:
     return return_value;
 }
 
+PyDoc_STRVAR(_imp__cds_regex__doc__,
+"_cds_regex($module, pattern, flags, /)\n"
+"--\n"
+"\n"
+"The program of a regular expression the archive holds, or None.\n"
+"\n"
+"Called by re._compiler.compile() for a pattern it is to compile.  With\n"
+"-X cds=share, return the arguments after the pattern that _sre.compile()\n"
+"takes for it -- (flags, code, groups, groupindex, indexgroup) -- when an\n"
+"archive holds its program, made by the re package this process runs.  With\n"
+"-X cds=trace, record the pattern and return None.  Otherwise return None.");
+
+#define _IMP__CDS_REGEX_METHODDEF    \
+    {"_cds_regex", _PyCFunction_CAST(_imp__cds_regex), METH_FASTCALL, _imp__cds_regex__doc__},
+
+static PyObject *
+_imp__cds_regex_impl(PyObject *module, PyObject *pattern, PyObject *flags);
+
+static PyObject *
+_imp__cds_regex(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *return_value = NULL;
+    PyObject *pattern;
+    PyObject *flags;
+
+    if (!_PyArg_CheckPositional("_cds_regex", nargs, 2, 2)) {
+        goto exit;
+    }
+    pattern = args[0];
+    flags = args[1];
+    return_value = _imp__cds_regex_impl(module, pattern, flags);
+
+exit:
+    return return_value;
+}
+
 PyDoc_STRVAR(_cds_info__doc__,
 "info($module, /)\n"
 "--\n"
@@ -88,7 +124,8 @@ PyDoc_STRVAR(_cds_info__doc__,
 "archive and the base archive (role \"default\" for the installation\'s\n"
 "default archive); modules in the archives; the counters\n"
 "served, specs_found, stale, hashed (source hashes checked), missed,\n"
-"rejected, prepared and relocated;\n"
+"rejected, prepared, relocated, released and regexes (programs of\n"
+"regular expressions served);\n"
 "mapped_at_preferred_address, protected; open_seconds and\n"
 "prepare_seconds (time spent opening and preparing the archive);\n"
 "format_version and fingerprint (in hexadecimal), what an archive must\n"
@@ -159,4 +196,4 @@ skip_optional:
 exit:
     return return_value;
 }
-/*[clinic end generated code: output=b8b02aa3927ae261 input=a9049054013a1b77]*/
+/*[clinic end generated code: output=eb689f1e995c904b input=a9049054013a1b77]*/

@@ -38,11 +38,17 @@ class ArchiveFileTests(unittest.TestCase):
             end = h[f'{region}_offset'] + h[f'{region}_size']
         self.assertLessEqual(end, h['file_size'])
         entries = cdsformat.read_index(data)
-        keys = [(e['kind'] == 'frozen', e['name'], e['path'] or b'')
+        order = ('source', 'frozen', 'regex')
+        keys = [(order.index(e['kind']), e['name'], e['path'] or b'')
                 for e in entries]
         self.assertEqual(keys, sorted(keys))
         listed = {(n, k) for n, k, p in read_list(self.lst)}
-        self.assertEqual({(e['name'], e['kind']) for e in entries}, listed)
+        modules = {(e['name'], e['kind']) for e in entries
+                   if e['kind'] != 'regex'}
+        self.assertEqual(modules, {(n, k) for n, k in listed if k != 'regex'})
+        # a program for each pattern traced (those re warns about, none here)
+        self.assertEqual(len(entries) - len(modules),
+                         sum(k == 'regex' for n, k, p in read_list(self.lst)))
         with_functions = set()
         for e in entries:
             if e['kind'] == 'source':
@@ -56,7 +62,8 @@ class ArchiveFileTests(unittest.TestCase):
                                      e['name'])
             else:
                 self.assertIsNone(e['path'])
-                self.assertEqual(e['source_hash'], 0)
+                # a program holds the digest of re's sources (nonzero)
+                self.assertEqual(e['source_hash'] == 0, e['kind'] == 'frozen')
             # the bitmap marks pointer slots of the module only, every one
             # holding an address in the archive or in the image
             relocs = cdsformat.relocations(data, e)

@@ -125,7 +125,10 @@ class InspectTests(AppTestCase):
         r = cds_tool('info', self.archive)
         self.assertEqual(r.returncode, 0, r.stderr)
         entries = cdsformat.read_index(self.good)
-        self.assertIn(f'modules:        {len(entries)} ', r.stdout)
+        modules = [e for e in entries if e['kind'] != 'regex']
+        self.assertIn(f'modules:        {len(modules)} ', r.stdout)
+        self.assertIn(f'regexes:        {len(entries) - len(modules)} ',
+                      r.stdout)
         self.assertIn("(this interpreter's build)", r.stdout)
         self.assertIn(f'format version: {cdsformat.FORMAT_VERSION}', r.stdout)
         for region in cdsformat.REGIONS:
@@ -202,8 +205,8 @@ class InspectTests(AppTestCase):
         self.assertGreater(int(shapes[1]), 0)
         rows = json.loads(cds_tool('list', '--json', self.archive).stdout)
         self.assertEqual(len(rows), len(entries))
-        self.assertEqual({r['kind'] for r in rows} - {'source', 'frozen'},
-                         set())
+        self.assertEqual({r['kind'] for r in rows}
+                         - {'source', 'frozen', 'regex'}, set())
 
     def test_map(self):
         result = json.loads(cds_tool('map', '--json', self.archive).stdout)

@@ -17,7 +17,9 @@ class WorkflowTests(AppTestCase):
 
     def test_same_output_and_served_from_archive(self):
         r = self.trace_and_dump()
-        self.assertRegex(r.stderr, r'cds: dump: \d+ modules archived, \d+ skipped; '
+        self.assertRegex(r.stderr, r'cds: dump: \d+ modules archived, \d+ skipped'
+                                   r'(; \d+ regular expressions archived, '
+                                   r'\d+ in the base archive, \d+ left to re)?; '
                                    r'\d+ objects, \d+ bytes, [\d.]+ s -> ')
         off = self.python(self.main)
         shared = self.share(self.main)
