@@ -381,6 +381,31 @@ dump_entry(_PyCDS_Builder *w, PyObject *machinery, PyObject *imp,
     return err;
 }
 
+/* Before the entries a program compiles as it runs: a warning raises. */
+static int
+warnings_as_errors(void)
+{
+    PyObject *warnings = PyImport_ImportModule("warnings");
+    PyObject *res = warnings
+        ? PyObject_CallMethod(warnings, "simplefilter", "s", "error") : NULL;
+    Py_XDECREF(warnings);
+    Py_XDECREF(res);
+    return res ? 0 : -1;
+}
+
+/* "; N WHAT archived, N in the base archive, N left to WHO" */
+static void
+derived_note(char *buf, size_t size, const _PyCDS_DumpCounts *c,
+             const char *what, const char *who)
+{
+    size_t len = strlen(buf);
+    if (c->archived + c->in_base + c->skipped > 0 && len < size) {
+        snprintf(buf + len, size - len, "; %d %s archived, %d in the base "
+                 "archive, %d left to %s", c->archived, what, c->in_base,
+                 c->skipped, who);
+    }
+}
+
 /* Lay out and write the archive; -1 with errno set. */
 static int
 write_archive(_PyCDS_Builder *w, const char *path, uint64_t *size)
@@ -445,7 +470,8 @@ _PyCDS_Dump(const _PyCDS_Settings *s)
     Py_XDECREF(res);
 
     for (Py_ssize_t i = 0; i < list.len; i++) {
-        if (strcmp(list.items[i].kind, "regex") != 0
+        const char *kind = list.items[i].kind;
+        if ((strcmp(kind, "source") == 0 || strcmp(kind, "frozen") == 0)
             && dump_entry(w, machinery, imp, &list.items[i],
                           &archived, &skipped) < 0)
         {
@@ -453,14 +479,22 @@ _PyCDS_Dump(const _PyCDS_Settings *s)
             goto done;
         }
     }
-    /* the programs of regular expressions after every module: compiling
-       them makes warnings errors (cds_regex.c) */
-    int programs = 0, programs_in_base = 0, unarchived = 0;
+    /* then what programs compile as they run: the programs of regular
+       expressions (cds_regex.c) and the code of strings (cds_exec.c),
+       with warnings made errors, so that what warns is left to the
+       program, which warns */
+    _PyCDS_DumpCounts regexes = {0}, strings = {0};
+    if (warnings_as_errors() < 0) {
+        PyErr_Print();
+        goto done;
+    }
     for (Py_ssize_t i = 0; i < list.len; i++) {
-        if (strcmp(list.items[i].kind, "regex") == 0
-            && _PyCDS_DumpRegex(w, list.items[i].path, &programs,
-                                &programs_in_base, &unarchived) < 0)
-        {
+        const _PyCDS_ListEntry *e = &list.items[i];
+        int err = strcmp(e->kind, "regex") == 0
+                  ? _PyCDS_DumpRegex(w, e->path, &regexes)
+                  : strcmp(e->kind, "string") == 0
+                  ? _PyCDS_DumpString(w, e->path, &strings) : 0;
+        if (err < 0) {
             PyErr_Print();
             goto done;
         }
@@ -479,15 +513,13 @@ _PyCDS_Dump(const _PyCDS_Settings *s)
         snprintf(base_note, sizeof(base_note), ", %d in the base archive",
                  dump_in_base);
     }
-    char regex_note[120] = "";
-    if (programs + programs_in_base + unarchived) {
-        snprintf(regex_note, sizeof(regex_note), "; %d regular expressions "
-                 "archived, %d in the base archive, %d left to re",
-                 programs, programs_in_base, unarchived);
-    }
+    char notes[240] = "";
+    derived_note(notes, sizeof(notes), &regexes, "regular expressions",
+                 "re");
+    derived_note(notes, sizeof(notes), &strings, "strings", "compile()");
     fprintf(stderr, "cds: dump: %d modules archived%s, %d skipped%s; "
             "%zd objects, %llu bytes, %.2f s -> %s\n",
-            archived, base_note, skipped, regex_note, _PyCDS_BuilderObjects(w),
+            archived, base_note, skipped, notes, _PyCDS_BuilderObjects(w),
             (unsigned long long)size, secs, s->archive_path);
     status = 0;
 

@@ -173,10 +173,10 @@ check_header(const cds_header *h, uint64_t file_size)
     return NULL;
 }
 
-/* Why the mapped index cannot be used, or NULL if it can; *modules: the
-   entries before the programs (KIND_REGEX, last). */
+/* Why the mapped index cannot be used, or NULL if it can; count[k]: the
+   entries of kind k + 1 (sorted by kind). */
 static const char *
-check_index(const char *base, const cds_header *h, uint64_t *modules)
+check_index(const char *base, const cds_header *h, uint64_t count[4])
 {
     const cds_index_entry *index = (const cds_index_entry *)(base + h->index_offset);
     uint64_t c = _PyCDS_Checksum(0, index,
@@ -192,13 +192,12 @@ check_index(const char *base, const cds_header *h, uint64_t *modules)
             || e->name_len > h->strtab_size - e->name_off
             || e->path_off > h->strtab_size
             || e->path_len > h->strtab_size - e->path_off
-            || (e->kind != KIND_SOURCE && e->kind != KIND_FROZEN
-                && e->kind != KIND_REGEX)
+            || e->kind < KIND_SOURCE || e->kind > KIND_STRING
             || (i > 0 && e->kind < index[i - 1].kind))
         {
             return "bad index entry (corrupt archive)";
         }
-        *modules += (e->kind != KIND_REGEX);
+        count[e->kind - 1]++;
     }
     return NULL;
 }
@@ -295,9 +294,9 @@ _PyCDS_MapArchive(const char *path, int anywhere, _PyCDS_Map *map)
        address is taken */
     char *base = map_file(fd, h.file_size,
                           anywhere ? NULL : (void *)(uintptr_t)h.preferred_base);
-    uint64_t modules = 0;
+    uint64_t count[4] = {0, 0, 0, 0};
     reason = base == NULL ? "cannot map the file"
-                          : check_index(base, &h, &modules);
+                          : check_index(base, &h, count);
     close(fd);
     if (reason != NULL) {
         if (base != NULL) {
@@ -312,7 +311,8 @@ _PyCDS_MapArchive(const char *path, int anywhere, _PyCDS_Map *map)
     map->size = h.file_size;
     map->hdr = (const cds_header *)base;
     map->index = (const cds_index_entry *)(base + h.index_offset);
-    map->modules = modules;
+    map->modules = count[0] + count[1];
+    map->regexes = count[2];
     map->strtab = base + h.strtab_offset;
     map->archive_delta = (intptr_t)((uintptr_t)base - h.preferred_base);
     map->image_delta = (intptr_t)image->bias;

@@ -86,8 +86,9 @@ typedef struct {
     uint64_t complete;           /* CDS_COMPLETE, written last */
 } cds_header;
 
-/* KIND_REGEX: the program of a regular expression (cds_regex.c) */
-enum { KIND_SOURCE = 1, KIND_FROZEN = 2, KIND_REGEX = 3 };
+/* KIND_REGEX: the program of a regular expression (cds_regex.c);
+   KIND_STRING: the code of a string exec() or eval() ran (cds_exec.c) */
+enum { KIND_SOURCE = 1, KIND_FROZEN = 2, KIND_REGEX = 3, KIND_STRING = 4 };
 
 typedef struct {
     uint32_t kind;

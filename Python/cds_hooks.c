@@ -19,6 +19,9 @@
  *   re._compiler.compile() calls _imp._cds_regex(pattern, flags) before it
  *   compiles a pattern: the archived program, if any (cds_regex.c).
  *
+ *   PyRun_StringFlags() (exec() and eval() of a string) calls
+ *   _PyCDS_StringCodeHook() before it compiles the text (cds_exec.c).
+ *
  * Errors: the lifecycle hooks never fail; the _imp and _cds functions
  * raise exceptions as Python functions do (only for bad arguments or
  * memory errors: an unusable archive is not an error).
@@ -162,6 +165,21 @@ _PyCDS_FindFrozenCode(PyObject *name)
     }
 }
 
+PyObject *
+_PyCDS_StringCodeHook(const char *text, int start, PyCompilerFlags *flags)
+{
+    const _PyCDS_Settings *s = _PyCDS_GetSettings();
+    if (s->mode == _PyCDS_TRACE || (s->mode == _PyCDS_SHARE && s->auto_refresh)) {
+        _PyCDS_TraceString(text, start, flags);
+    }
+    if (s->mode != _PyCDS_SHARE
+        || !_Py_IsMainInterpreter(_PyInterpreterState_GET()))
+    {
+        return NULL;
+    }
+    return _PyCDS_StringCode(text, start, flags);
+}
+
 /* --- _imp functions ------------------------------------------------------ */
 
 /*[clinic input]
@@ -303,8 +321,9 @@ archive is mapped) and reason (why not); archives, a list of dicts
 archive and the base archive (role "default" for the installation's
 default archive); modules in the archives; the counters
 served, specs_found, stale, hashed (source hashes checked), missed,
-rejected, prepared, relocated, released and regexes (programs of
-regular expressions served);
+rejected, prepared, relocated, released, regexes (programs of
+regular expressions served) and strings (code of strings exec() and
+eval() ran, served);
 mapped_at_preferred_address, protected; open_seconds and
 prepare_seconds (time spent opening and preparing the archive);
 format_version and fingerprint (in hexadecimal), what an archive must
@@ -359,7 +378,7 @@ _cds_info_impl(PyObject *module)
     }
     PyObject *info = Py_BuildValue(
         "{s:s,s:s,s:N,s:N,s:i,s:O,s:z,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,"
-        "s:n,s:n,s:O,s:O,s:d,s:d,s:N,s:O,s:i,s:s}",
+        "s:n,s:n,s:n,s:O,s:O,s:d,s:d,s:N,s:O,s:i,s:s}",
         "mode", s->auto_refresh ? "auto" : _PyCDS_ModeName(s->mode),
         "mode_source", s->mode_source,
         "list", list,
@@ -378,6 +397,7 @@ _cds_info_impl(PyObject *module)
         "relocated", st.relocated,
         "released", st.released,
         "regexes", _PyCDS_RegexServed,
+        "strings", st.strings,
         "mapped_at_preferred_address",
         st.at_preferred_address ? Py_True : Py_False,
         "protected", st.protected ? Py_True : Py_False,

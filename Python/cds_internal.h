@@ -94,6 +94,12 @@ extern int _PyCDS_ListAdd(_PyCDS_List *list, const char *name,
 extern int _PyCDS_ListWrite(const char *path, const _PyCDS_List *list);
 extern void _PyCDS_ListClear(_PyCDS_List *list);
 extern int _PyCDS_ValidModuleName(const char *name);
+/* "PREFIX" then the hex digits of 'data' (a list field), or NULL if out
+   of memory or too long for a line; and back to bytes ('n' of them, then
+   a NUL): both of the raw allocator */
+extern char *_PyCDS_ListHexField(const char *prefix, const void *data,
+                                 size_t n);
+extern char *_PyCDS_ListUnhex(const char *hex, size_t *n);
 
 /* --- cds_builder.c, cds_layout.c: objects to a laid-out archive --------- */
 
@@ -142,7 +148,8 @@ typedef struct {
     size_t size;
     const cds_header *hdr;
     const cds_index_entry *index;
-    uint64_t modules;            /* index entries before the programs */
+    uint64_t modules;            /* index entries of modules (first) */
+    uint64_t regexes;            /* of programs (then), then strings */
     const char *strtab;
     intptr_t archive_delta;      /* mapped base - preferred base */
     intptr_t image_delta;        /* image load address (0: not moved) */
@@ -255,6 +262,10 @@ extern const char *_PyCDS_SourceStale(const cds_index_entry *e,
 
 /* --- cds_prepare.c: making one module usable ---------------------------- */
 
+/* The heap copy of a module's code object, with its class bodies copied
+   (they run once and write to their bytecode): a new reference */
+extern PyObject *_PyCDS_CopyModuleCode(PyCodeObject *co);
+
 /* CDS_MOD_SPENT: prepared and served in copy mode, and the memory of its
    run-once code objects then reused: a later import copies it again
    (cds_share.c) */
@@ -336,7 +347,10 @@ extern int _PyCDS_IsArchivedObject(PyObject *op);
    share mode would serve for the module's file now */
 extern int _PyCDS_BaseHolds(int kind, const char *name, const char *path);
 /* The programs of regular expressions (cds_regex.c); see cds_share.c */
-extern int _PyCDS_ArchiveHasRegex(void);
+extern int _PyCDS_ArchiveHolds(uint32_t kind);
+/* the code object of the string entry 'name' made from 'text', served as
+   a module's is (a new reference), or NULL */
+extern PyObject *_PyCDS_ArchiveString(const char *name, const char *text);
 extern const cds_index_entry *_PyCDS_ArchiveEntry(uint32_t kind,
                                                   const char *name,
                                                   const char *path,
@@ -357,7 +371,7 @@ typedef struct {
     const char *reason;          /* why none is */
     _PyCDS_ArchiveStats archive[2];   /* application, base */
     Py_ssize_t modules, served, stale, hashed, missed, rejected, prepared,
-               relocated, released;
+               relocated, released, strings;
     Py_ssize_t missed_source;    /* of 'missed', source modules */
     int at_preferred_address;
     int protected;
@@ -374,11 +388,24 @@ extern int _PyCDS_Dump(const _PyCDS_Settings *settings);  /* exit status */
 /* --- cds_regex.c: the programs of regular expressions ------------------ */
 
 extern void _PyCDS_TraceRegex(PyObject *pattern, PyObject *flags);
+/* DUMP: what became of the entries of one kind */
+typedef struct {
+    int archived, in_base, skipped;
+} _PyCDS_DumpCounts;
 extern int _PyCDS_DumpRegex(_PyCDS_Builder *w, const char *field,
-                            int *archived, int *in_base, int *skipped);
+                            _PyCDS_DumpCounts *counts);
 /* share mode: (flags, code, groups, groupindex, indexgroup) or NULL */
 extern PyObject *_PyCDS_RegexProgram(PyObject *pattern, PyObject *flags);
 extern Py_ssize_t _PyCDS_RegexServed;
+
+/* --- cds_exec.c: the code of strings exec() and eval() run -------------- */
+
+extern void _PyCDS_TraceString(const char *text, int start,
+                               PyCompilerFlags *flags);
+extern int _PyCDS_DumpString(_PyCDS_Builder *w, const char *field,
+                             _PyCDS_DumpCounts *counts);
+extern PyObject *_PyCDS_StringCode(const char *text, int start,
+                                   PyCompilerFlags *flags);
 
 /* --- cds_trace.c: TRACE ------------------------------------------------- */
 

@@ -6,12 +6,14 @@
  *     json<TAB>source<TAB>/usr/lib/python3.13/json/__init__.py
  *     encodings<TAB>frozen
  *     re<TAB>regex<TAB>0 s 5c642b
+ *     builtins<TAB>string<TAB>258 256 13 782b31
  *
  * Blank lines and lines starting with '#' are ignored.  "source" entries
  * name the source file the traced run imported (DUMP finds the module again
  * on sys.path and uses the path as a fallback); "frozen" entries name a
  * module of the interpreter's frozen start-up set; "regex" entries a
- * pattern re compiled, with its flags (cds_regex.c).
+ * pattern re compiled, with its flags (cds_regex.c); "string" entries a
+ * source exec() or eval() compiled (cds_exec.c).
  *
  * Plain C with the raw allocator: the tracer writes lists late in
  * finalization.
@@ -204,24 +206,60 @@ _PyCDS_ValidModuleName(const char *name)
     return !at_start;
 }
 
-/* Whether the field after "regex" is "FLAGS TYPE HEX" (cds_regex.c). */
+/* The fields after "regex" and "string" (cds_regex.c, cds_exec.c):
+   'numbers' decimal numbers of at most 10 digits, for "regex" then "s" or
+   "b", then lowercase hex digits in pairs, separated by single spaces. */
 static int
-regex_field_ok(const char *field)
+data_field_ok(const char *p, int numbers, int type)
 {
-    const char *p = field;
-    while (*p >= '0' && *p <= '9' && p - field < 10) {
-        p++;
+    for (int k = 0; k < numbers; k++) {
+        const char *start = p;
+        while (*p >= '0' && *p <= '9' && p - start < 10) {
+            p++;
+        }
+        if (p == start || *p++ != ' ') {
+            return 0;
+        }
     }
-    if (p == field || p[0] != ' ' || (p[1] != 's' && p[1] != 'b')
-        || p[2] != ' ')
-    {
+    if (type && ((p[0] != 's' && p[0] != 'b') || p[1] != ' ')) {
         return 0;
     }
-    size_t n = 0;
-    for (p += 3; (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'); p++) {
-        n++;
+    p += type ? 2 : 0;
+    size_t n = strspn(p, "0123456789abcdef");
+    return p[n] == '\0' && n % 2 == 0;
+}
+
+char *
+_PyCDS_ListHexField(const char *prefix, const void *data, size_t n)
+{
+    size_t plen = strlen(prefix);
+    char *field = n <= CDS_LIST_MAX_LINE / 2
+                  ? PyMem_RawMalloc(plen + 2 * n + 1) : NULL;
+    if (field != NULL) {
+        memcpy(field, prefix, plen);
+        for (size_t i = 0; i < n; i++) {
+            snprintf(field + plen + 2 * i, 3, "%02x",
+                     ((const unsigned char *)data)[i]);
+        }
+        field[plen + 2 * n] = '\0';
     }
-    return *p == '\0' && n % 2 == 0;
+    return field;
+}
+
+char *
+_PyCDS_ListUnhex(const char *hex, size_t *n)
+{
+    *n = strlen(hex) / 2;
+    char *raw = PyMem_RawMalloc(*n + 1);
+    for (size_t i = 0; raw != NULL && i < *n; i++) {
+        unsigned int byte;
+        sscanf(hex + 2 * i, "%2x", &byte);
+        raw[i] = (char)byte;
+    }
+    if (raw != NULL) {
+        raw[*n] = '\0';
+    }
+    return raw;
 }
 
 /* Parse one line in place.  Returns 1 for an entry, 0 for a blank or
@@ -262,7 +300,10 @@ parse_line(char *line, char **name, char **kind, char **path)
         return (*path == NULL) ? 1 : -1;
     }
     if (strcmp(*kind, "regex") == 0) {
-        return (*path != NULL && regex_field_ok(*path)) ? 1 : -1;
+        return (*path != NULL && data_field_ok(*path, 1, 1)) ? 1 : -1;
+    }
+    if (strcmp(*kind, "string") == 0) {
+        return (*path != NULL && data_field_ok(*path, 3, 0)) ? 1 : -1;
     }
     return -1;
 }

@@ -811,3 +811,60 @@ _PyCDS_PrepareModule(_PyCDS_Archive *a, const cds_index_entry *e, const char *na
     PyMem_RawFree(records);
     return reason;
 }
+
+/* A module's own code object and the class bodies it defines run once,
+   when the module is imported, and running writes to their bytecode (the
+   adaptive interpreter's counters): serve copies on the heap, which are
+   freed after the import as the code objects from a .pyc are, and leave the
+   archived ones unwritten.  The copies refer to the same archived names,
+   tables and other constants; functions' code stays archived. */
+PyObject *
+_PyCDS_CopyModuleCode(PyCodeObject *co)
+{
+    /* the constants, with the class bodies copied */
+    PyObject *consts = co->co_consts;
+    Py_ssize_t n = PyTuple_GET_SIZE(consts);
+    Py_ssize_t bodies = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        bodies += _PyCDS_IsClassBody(PyTuple_GET_ITEM(consts, i));
+    }
+    if (bodies) {
+        consts = PyTuple_New(n);
+        if (consts == NULL) {
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);
+            c = _PyCDS_IsClassBody(c) ? _PyCDS_CopyModuleCode((PyCodeObject *)c)
+                                 : Py_NewRef(c);
+            if (c == NULL) {
+                Py_DECREF(consts);
+                return NULL;
+            }
+            PyTuple_SET_ITEM(consts, i, c);
+        }
+    }
+    else {
+        Py_INCREF(consts);
+    }
+    PyCodeObject *copy = PyObject_NewVar(PyCodeObject, &PyCode_Type,
+                                         Py_SIZE(co));
+    if (copy == NULL) {
+        Py_DECREF(consts);
+        return NULL;
+    }
+    size_t start = offsetof(PyCodeObject, co_consts);
+    memcpy((char *)copy + start, (char *)co + start,
+           _PyObject_VAR_SIZE(&PyCode_Type, Py_SIZE(co)) - start);
+    copy->co_consts = consts;
+    Py_INCREF(copy->co_names);
+    Py_INCREF(copy->co_exceptiontable);
+    Py_INCREF(copy->co_localsplusnames);
+    Py_INCREF(copy->co_localspluskinds);
+    Py_INCREF(copy->co_filename);
+    Py_INCREF(copy->co_name);
+    Py_INCREF(copy->co_qualname);
+    Py_INCREF(copy->co_linetable);
+    _PyCode_InitArchived(copy);
+    return (PyObject *)copy;
+}

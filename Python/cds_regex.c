@@ -105,15 +105,13 @@ _PyCDS_TraceRegex(PyObject *pattern, PyObject *flags)
         return;
     }
     Py_ssize_t n = PyBytes_GET_SIZE(bytes);
-    char *field = n <= MAX_PATTERN ? PyMem_RawMalloc(2 * (size_t)n + 32)
-                                   : NULL;
+    char prefix[32];
+    snprintf(prefix, sizeof(prefix), "%ld %c ", f,
+             PyBytes_CheckExact(pattern) ? 'b' : 's');
+    char *field = n <= MAX_PATTERN
+        ? _PyCDS_ListHexField(prefix, PyBytes_AS_STRING(bytes), (size_t)n)
+        : NULL;
     if (field != NULL) {
-        const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(bytes);
-        int k = snprintf(field, 32, "%ld %c ", f,
-                         PyBytes_CheckExact(pattern) ? 'b' : 's');
-        for (Py_ssize_t i = 0; i < n; i++, k += 2) {
-            snprintf(field + k, 3, "%02x", p[i]);
-        }
         _PyCDS_TraceEntry("re", "regex", field);
         traced++;
         PyMem_RawFree(field);
@@ -206,16 +204,10 @@ decode_field(const char *field, long *flags)
         return NULL;
     }
     char type = end[1];
-    const char *hex = end + 3;
-    size_t n = strlen(hex) / 2;
-    char *raw = PyMem_RawMalloc(n + 1);
+    size_t n;
+    char *raw = _PyCDS_ListUnhex(end + 3, &n);
     if (raw == NULL) {
         return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        unsigned int byte;
-        sscanf(hex + 2 * i, "%2x", &byte);
-        raw[i] = (char)byte;
     }
     PyObject *pattern = type == 'b'
         ? PyBytes_FromStringAndSize(raw, (Py_ssize_t)n)
@@ -335,24 +327,17 @@ entry_code(PyObject *entry)
    base archive holds it.  -1 only for a memory error; a pattern that
    cannot be archived is skipped. */
 int
-_PyCDS_DumpRegex(_PyCDS_Builder *w, const char *field, int *archived,
-                 int *in_base, int *skipped)
+_PyCDS_DumpRegex(_PyCDS_Builder *w, const char *field,
+                 _PyCDS_DumpCounts *counts)
 {
-    /* once per dump: the digest of re's sources, and re's warnings made
-       errors (a pattern re warns about stays re's to compile); the dump
-       takes "regex" entries after every module */
+    /* once per dump: the digest of re's sources (the dump has made
+       warnings errors: a pattern re warns about stays re's to compile) */
     static int ready;
     static uint64_t digest;
     if (ready == 0) {
         PyObject *re = PyImport_ImportModule("re");
-        PyObject *warnings = re ? PyImport_ImportModule("warnings") : NULL;
-        PyObject *res = warnings
-            ? PyObject_CallMethod(warnings, "simplefilter", "s", "error")
-            : NULL;
-        ready = (res != NULL && re_digest(hash_file, &digest) == 0) ? 1 : -1;
+        ready = (re != NULL && re_digest(hash_file, &digest) == 0) ? 1 : -1;
         Py_XDECREF(re);
-        Py_XDECREF(warnings);
-        Py_XDECREF(res);
         if (ready < 0) {
             PyErr_Clear();
             _PyCDS_Log(1, "dump: regular expressions not archived: the re "
@@ -362,13 +347,13 @@ _PyCDS_DumpRegex(_PyCDS_Builder *w, const char *field, int *archived,
     long flags;
     PyObject *pattern = ready > 0 ? decode_field(field, &flags) : NULL;
     if (pattern == NULL) {
-        (*skipped)++;
+        counts->skipped++;
         return 0;
     }
     char name[24];
     entry_name(pattern, flags, name);
     if (_PyCDS_BaseHolds(KIND_REGEX, name, NULL)) {
-        (*in_base)++;
+        counts->in_base++;
         Py_DECREF(pattern);
         return 0;
     }
@@ -399,11 +384,11 @@ _PyCDS_DumpRegex(_PyCDS_Builder *w, const char *field, int *archived,
                 Py_XDECREF(exc);
             }
             PyErr_Clear();
-            (*skipped)++;
+            counts->skipped++;
         }
     }
     else {
-        (*archived)++;
+        counts->archived++;
     }
     Py_XDECREF(pyname);
     Py_XDECREF(code);
@@ -484,7 +469,7 @@ _PyCDS_RegexProgram(PyObject *pattern, PyObject *flags)
     static uint64_t digest;
     long f;
     if (current < 0 || !archivable(pattern, flags, &f)
-        || !_PyCDS_ArchiveHasRegex())
+        || !_PyCDS_ArchiveHolds(KIND_REGEX))
     {
         return NULL;
     }

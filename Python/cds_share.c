@@ -52,6 +52,7 @@ static struct {
     int handler_installed;     /* the fault handler of -X cds_protect */
     Py_ssize_t served, stale, hashed, missed, rejected;
     Py_ssize_t missed_source;     /* of them, source modules (AUTO) */
+    Py_ssize_t strings;           /* code of strings served (cds_exec.c) */
     int64_t open_ns, prepare_ns;   /* time spent opening, preparing */
 } cds = {.slot = {{.role = "application"}, {.role = "base"}}};
 
@@ -105,6 +106,8 @@ default_archive_path(void)
     return path;
 }
 
+static PyObject *serve(cds_slot *sl, Py_ssize_t i, const char *cname,
+                       const char *cpath);
 static int
 open_slot(cds_slot *sl, const _PyCDS_Settings *settings, int index)
 {
@@ -291,7 +294,8 @@ _PyCDS_BaseHolds(int kind, const char *name, const char *path)
         return 0;
     }
     Py_ssize_t i = find_entry(&base->ar, (uint32_t)kind, name, strlen(name),
-                              kind == KIND_SOURCE ? path : NULL);
+                              kind == KIND_SOURCE || kind == KIND_STRING
+                              ? path : NULL);
     if (i < 0) {
         return 0;
     }
@@ -327,63 +331,6 @@ module_ready(cds_slot *sl, size_t i)
     }
     return a->mod_state[i] == CDS_MOD_READY
            || a->mod_state[i] == CDS_MOD_SPENT;
-}
-
-/* A module's own code object and the class bodies it defines run once,
-   when the module is imported, and running writes to their bytecode (the
-   adaptive interpreter's counters): serve copies on the heap, which are
-   freed after the import as the code objects from a .pyc are, and leave the
-   archived ones unwritten.  The copies refer to the same archived names,
-   tables and other constants; functions' code stays archived. */
-static PyObject *
-copy_module_code(PyCodeObject *co)
-{
-    /* the constants, with the class bodies copied */
-    PyObject *consts = co->co_consts;
-    Py_ssize_t n = PyTuple_GET_SIZE(consts);
-    Py_ssize_t bodies = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        bodies += _PyCDS_IsClassBody(PyTuple_GET_ITEM(consts, i));
-    }
-    if (bodies) {
-        consts = PyTuple_New(n);
-        if (consts == NULL) {
-            return NULL;
-        }
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *c = PyTuple_GET_ITEM(co->co_consts, i);
-            c = _PyCDS_IsClassBody(c) ? copy_module_code((PyCodeObject *)c)
-                                 : Py_NewRef(c);
-            if (c == NULL) {
-                Py_DECREF(consts);
-                return NULL;
-            }
-            PyTuple_SET_ITEM(consts, i, c);
-        }
-    }
-    else {
-        Py_INCREF(consts);
-    }
-    PyCodeObject *copy = PyObject_NewVar(PyCodeObject, &PyCode_Type,
-                                         Py_SIZE(co));
-    if (copy == NULL) {
-        Py_DECREF(consts);
-        return NULL;
-    }
-    size_t start = offsetof(PyCodeObject, co_consts);
-    memcpy((char *)copy + start, (char *)co + start,
-           _PyObject_VAR_SIZE(&PyCode_Type, Py_SIZE(co)) - start);
-    copy->co_consts = consts;
-    Py_INCREF(copy->co_names);
-    Py_INCREF(copy->co_exceptiontable);
-    Py_INCREF(copy->co_localsplusnames);
-    Py_INCREF(copy->co_localspluskinds);
-    Py_INCREF(copy->co_filename);
-    Py_INCREF(copy->co_name);
-    Py_INCREF(copy->co_qualname);
-    Py_INCREF(copy->co_linetable);
-    _PyCode_InitArchived(copy);
-    return (PyObject *)copy;
 }
 
 /* Intern the seed: the start-up strings at the start of R_STR. */
@@ -560,9 +507,10 @@ _PyCDS_ArchiveHasSource(PyObject *name, PyObject *path)
 
 /* --- the programs of regular expressions (cds_regex.c) ------------------ */
 
-/* Whether an archive in use holds programs. */
+/* Whether an archive in use holds entries of 'kind' (KIND_REGEX or
+   KIND_STRING). */
 int
-_PyCDS_ArchiveHasRegex(void)
+_PyCDS_ArchiveHolds(uint32_t kind)
 {
     if (!_Py_IsMainInterpreter(_PyInterpreterState_GET())
         || _PyCDS_ShareOpen() < 0)
@@ -571,11 +519,35 @@ _PyCDS_ArchiveHasRegex(void)
     }
     for (int k = 0; k < NSLOTS; k++) {
         const _PyCDS_Map *m = &cds.slot[k].ar.map;
-        if (cds.slot[k].state > 0 && m->modules < m->hdr->module_count) {
+        if (cds.slot[k].state <= 0) {
+            continue;
+        }
+        uint64_t start = m->modules + (kind == KIND_STRING ? m->regexes : 0);
+        uint64_t end = kind == KIND_REGEX ? start + m->regexes
+                                          : m->hdr->module_count;
+        if (start < end) {
             return 1;
         }
     }
     return 0;
+}
+
+PyObject *
+_PyCDS_ArchiveString(const char *name, const char *text)
+{
+    PyObject *code = NULL;
+    for (int k = 0; k < NSLOTS && code == NULL; k++) {
+        cds_slot *sl = &cds.slot[k];
+        Py_ssize_t i = sl->state > 0
+            ? find_entry(&sl->ar, KIND_STRING, name, strlen(name), text) : -1;
+        if (i >= 0) {
+            code = serve(sl, i, name, NULL);
+            if (code == NULL && PyErr_Occurred()) {
+                break;
+            }
+        }
+    }
+    return code;
 }
 
 /* The first entry (kind, name) of the archives in use, the application
@@ -593,7 +565,8 @@ _PyCDS_ArchiveEntry(uint32_t kind, const char *name, const char *path,
         const cds_index_entry *e = i >= 0 ? &sl->ar.map.index[i] : NULL;
         int hashed;
         if (e != NULL && kind == KIND_SOURCE
-            && _PyCDS_SourceStale(e, path, 0, &hashed) == NULL)
+            && _PyCDS_SourceStale(e, path, _PyCDS_GetSettings()->check_source,
+                                  &hashed) == NULL)
         {
             return e;
         }
@@ -639,14 +612,19 @@ serve(cds_slot *sl, Py_ssize_t i, const char *cname, const char *cpath)
     }
     _PyCDS_View view;
     _PyCDS_ModuleView(&sl->ar, (size_t)i, &view);
-    PyObject *code = copy_module_code(
+    PyObject *code = _PyCDS_CopyModuleCode(
         (PyCodeObject *)_PyCDS_ViewAddr(&view, e->code));
     if (code == NULL) {
         return NULL;
     }
+    _PyCDS_Log(2, "served: %s (%s archive)", cname, sl->role);
+    if (e->kind == KIND_STRING) {
+        /* a string may run again: its block stays */
+        cds.strings++;
+        return code;
+    }
     cds.served++;
     sl->served++;
-    _PyCDS_Log(2, "served: %s (%s archive)", cname, sl->role);
     /* the archived originals are used no more */
     (void)_PyCDS_ReleaseRunOnce(&sl->ar, (size_t)i);
     return code;
@@ -761,7 +739,8 @@ check_entry(cds_slot *sl, size_t i, int check_source)
     }
     return Py_BuildValue(
         "(sNNz)", e->kind == KIND_SOURCE ? "source"
-                  : e->kind == KIND_FROZEN ? "frozen" : "regex",
+                  : e->kind == KIND_FROZEN ? "frozen"
+                  : e->kind == KIND_REGEX ? "regex" : "string",
         PyUnicode_DecodeUTF8(m->strtab + e->name_off,
                              (Py_ssize_t)e->name_len, "surrogateescape"),
         e->kind == KIND_SOURCE
@@ -876,6 +855,7 @@ _PyCDS_GetShareStats(_PyCDS_ShareStats *out)
         out->reason = NULL;
     }
     out->served = cds.served;
+    out->strings = cds.strings;
     out->stale = cds.stale;
     out->hashed = cds.hashed;
     out->missed = cds.missed;

@@ -407,7 +407,7 @@ code_ok(checker *c, PyCodeObject *co, int once)
         if (shared_ok(c, op) == 1) {
             continue;
         }
-        /* a class body of run-once code, as copy_module_code() finds it */
+        /* a class body of run-once code, as _PyCDS_CopyModuleCode() finds it */
         if (once && in_range(c, op, sizeof(PyCodeObject), R_CODE)
             && _PyCDS_IsClassBody(op))
         {

@@ -88,6 +88,11 @@ extern int _PyCDS_RunDump(void);
 /* import.c: the archived code of a frozen module (new reference), or NULL
    (with an exception only on error) for the normal unmarshalling */
 extern PyObject *_PyCDS_FindFrozenCode(PyObject *name);
+/* PyRun_StringFlags() (exec() and eval() of a string): the archived code
+   of 'text' to run instead of compiling it (a new reference), or NULL
+   (with an exception only for a memory error) */
+extern PyObject *_PyCDS_StringCodeHook(const char *text, int start,
+                                       PyCompilerFlags *flags);
 /* import.c, imp_module_exec(): add _imp._cds_find_code() and
    _imp._cds_find_spec(), the hooks importlib calls */
 extern int _PyCDS_AddImpFunctions(PyObject *imp_module);

@@ -46,7 +46,7 @@ ENTRY_FIELDS = (('kind', 'name_len', 'name_off', 'path_off', 'path_len',
                         for end in ('start', 'end'))
                 + ('reloc_start', 'reloc_count', 'fixup_start', 'fixup_count',
                    'checksum', 'reloc_checksum'))
-KINDS = {1: 'source', 2: 'frozen', 3: 'regex'}
+KINDS = {1: 'source', 2: 'frozen', 3: 'regex', 4: 'string'}
 
 M64 = (1 << 64) - 1
 P1 = 0x9E3779B185EBCA87

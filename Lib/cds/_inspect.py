@@ -52,6 +52,7 @@ def _summary(data, h):
         'source_modules': sum(e['kind'] == 'source' for e in entries),
         'frozen_modules': sum(e['kind'] == 'frozen' for e in entries),
         'regex_programs': sum(e['kind'] == 'regex' for e in entries),
+        'string_codes': sum(e['kind'] == 'string' for e in entries),
         'regions': regions,
         'seed_size': h['seed_size'],
         'index_size': h['module_count'] * _format.ENTRY.size,
@@ -87,10 +88,12 @@ def run_info(args):
     print(f'made with:      -O level {s["optimize"]} (this process: '
           f'{sys.flags.optimize})')
     print(f'laid out for:   {s["preferred_base"]:#x}')
-    print(f'modules:        {s["modules"] - s["regex_programs"]} '
+    print(f'modules:        {s["source_modules"] + s["frozen_modules"]} '
           f'({s["source_modules"]} source, {s["frozen_modules"]} frozen)')
     print(f'regexes:        {s["regex_programs"]} (programs of regular '
           f'expressions)')
+    print(f'strings:        {s["string_codes"]} (code of strings exec() '
+          f'and eval() ran)')
     print(f'size:           {s["file_size"]} bytes')
     for r in _format.REGIONS:
         print(f'  {r:5} {_mb(s["regions"][r])}  '
@@ -116,7 +119,8 @@ def run_list(args):
     if problem:
         return _fail(args, problem)
     entries = _format.read_index(data)
-    rows = [{'name': e['name'], 'kind': e['kind'], 'path': _path(e),
+    rows = [{'name': e['name'], 'kind': e['kind'],
+             'path': _path(e) if e['kind'] == 'source' else None,
              'size': _format.module_size(e)} for e in entries]
     if args.json:
         json.dump(rows, sys.stdout, indent=1)

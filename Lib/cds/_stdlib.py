@@ -12,11 +12,12 @@ modules, but what programs never import:
   (``__hello__``, ``__phello__``);
 * ``site-packages``: third-party code belongs in an application archive.
 
-It also holds the programs of the regular expressions the standard library
-compiles when its modules are imported, as the JDK's default CDS archive
-holds the classes of a training run: a traced process imports every
-archived module (but those that run a program when imported) and the
-patterns it compiled are added to the list.
+It also holds what the standard library compiles as its modules are
+imported -- the programs of regular expressions, the code of the strings
+``exec()`` and ``eval()`` run (named tuples, data classes) -- as the JDK's
+default CDS archive holds the classes of a training run: a traced process
+imports every archived module (but those that run a program when
+imported) and the patterns and strings it compiled are added to the list.
 """
 
 import os
@@ -79,9 +80,9 @@ for name in sys.stdin.read().split():
 """
 
 
-def regex_lines(names, env, tmp):
-    """The module-list lines of the patterns a traced import of *names*
-    compiled (none if the import fails or hangs)."""
+def compiled_lines(names, env, tmp):
+    """The module-list lines of the patterns and strings a traced import
+    of *names* compiled (none if the import fails or hangs)."""
     lst = os.path.join(tmp, 'training.lst')
     names = [n for n in names
              if n.split('.')[0] not in NOT_IMPORTED
@@ -93,14 +94,15 @@ def regex_lines(names, env, tmp):
                        text=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=300)
         with open(lst, encoding='utf-8', errors='surrogateescape') as f:
-            return [line for line in f if line.startswith('re\tregex\t')]
+            return [line for line in f
+                    if line.startswith(('re\tregex\t', 'builtins\tstring\t'))]
     except (OSError, subprocess.TimeoutExpired):
         return []
 
 
-def write_list(path, libdir, regexes=()):
+def write_list(path, libdir, compiled=()):
     """Write the module list of the default archive of *libdir*, with the
-    list lines *regexes*; return the number of source modules."""
+    list lines *compiled*; return the number of source modules."""
     sources = modules(libdir)
     with open(path, 'w', encoding='utf-8', errors='surrogateescape') as f:
         f.write('# pycds module list 1\n')
@@ -108,7 +110,7 @@ def write_list(path, libdir, regexes=()):
             f.write(f'{name}\tfrozen\n')
         for name, source in sources:
             f.write(f'{name}\tsource\t{source}\n')
-        f.writelines(regexes)
+        f.writelines(compiled)
     return len(sources)
 
 
@@ -130,9 +132,9 @@ def dump(output=None, *, libdir=None, destdir='', verbose=False):
     env['PYTHONPATH'] = staged
     with tempfile.TemporaryDirectory(prefix='cds-stdlib-') as tmp:
         lst = os.path.join(tmp, 'stdlib.lst')
-        regexes = regex_lines([name for name, _ in modules(staged)],
-                              env, tmp)
-        write_list(lst, staged, regexes)
+        compiled = compiled_lines([name for name, _ in modules(staged)],
+                                  env, tmp)
+        write_list(lst, staged, compiled)
         args = [sys.executable, '-S', '-s', '-X', 'cds=dump',
                 '-X', 'cds_base=none', '-X', f'cds_list={lst}',
                 '-X', f'cds_archive={output}']

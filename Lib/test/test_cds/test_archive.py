@@ -38,17 +38,20 @@ class ArchiveFileTests(unittest.TestCase):
             end = h[f'{region}_offset'] + h[f'{region}_size']
         self.assertLessEqual(end, h['file_size'])
         entries = cdsformat.read_index(data)
-        order = ('source', 'frozen', 'regex')
+        order = ('source', 'frozen', 'regex', 'string')
         keys = [(order.index(e['kind']), e['name'], e['path'] or b'')
                 for e in entries]
         self.assertEqual(keys, sorted(keys))
         listed = {(n, k) for n, k, p in read_list(self.lst)}
+        derived = ('regex', 'string')
         modules = {(e['name'], e['kind']) for e in entries
-                   if e['kind'] != 'regex'}
-        self.assertEqual(modules, {(n, k) for n, k in listed if k != 'regex'})
-        # a program for each pattern traced (those re warns about, none here)
+                   if e['kind'] not in derived}
+        self.assertEqual(modules,
+                         {(n, k) for n, k in listed if k not in derived})
+        # an entry for each pattern and string traced (those that warn,
+        # none here)
         self.assertEqual(len(entries) - len(modules),
-                         sum(k == 'regex' for n, k, p in read_list(self.lst)))
+                         sum(k in derived for n, k, p in read_list(self.lst)))
         with_functions = set()
         for e in entries:
             if e['kind'] == 'source':
@@ -60,6 +63,10 @@ class ArchiveFileTests(unittest.TestCase):
                     self.assertEqual(e['source_hash'],
                                      cdsformat.source_hash(f.read()),
                                      e['name'])
+            elif e['kind'] == 'string':
+                # its text as its path
+                self.assertTrue(e['path'])
+                self.assertEqual(e['source_hash'], 0)
             else:
                 self.assertIsNone(e['path'])
                 # a program holds the digest of re's sources (nonzero)

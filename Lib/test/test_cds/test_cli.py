@@ -125,10 +125,11 @@ class InspectTests(AppTestCase):
         r = cds_tool('info', self.archive)
         self.assertEqual(r.returncode, 0, r.stderr)
         entries = cdsformat.read_index(self.good)
-        modules = [e for e in entries if e['kind'] != 'regex']
-        self.assertIn(f'modules:        {len(modules)} ', r.stdout)
-        self.assertIn(f'regexes:        {len(entries) - len(modules)} ',
-                      r.stdout)
+        kinds = [e['kind'] for e in entries]
+        modules = kinds.count('source') + kinds.count('frozen')
+        self.assertIn(f'modules:        {modules} ', r.stdout)
+        self.assertIn(f'regexes:        {kinds.count("regex")} ', r.stdout)
+        self.assertIn(f'strings:        {kinds.count("string")} ', r.stdout)
         self.assertIn("(this interpreter's build)", r.stdout)
         self.assertIn(f'format version: {cdsformat.FORMAT_VERSION}', r.stdout)
         for region in cdsformat.REGIONS:
@@ -206,7 +207,7 @@ class InspectTests(AppTestCase):
         rows = json.loads(cds_tool('list', '--json', self.archive).stdout)
         self.assertEqual(len(rows), len(entries))
         self.assertEqual({r['kind'] for r in rows}
-                         - {'source', 'frozen', 'regex'}, set())
+                         - {'source', 'frozen', 'regex', 'string'}, set())
 
     def test_map(self):
         result = json.loads(cds_tool('map', '--json', self.archive).stdout)

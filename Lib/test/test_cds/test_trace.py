@@ -54,8 +54,12 @@ class TraceTests(unittest.TestCase):
         self.assertEqual(lines[0], '# pycds module list 1')
         for line in lines[1:]:
             fields = line.split('\t')
-            self.assertIn(fields[1], ('source', 'frozen', 'regex'))
-            if fields[1] == 'regex':
+            self.assertIn(fields[1], ('source', 'frozen', 'regex', 'string'))
+            if fields[1] == 'string':
+                # exec() and eval(): "START FLAGS FEATURE HEX"
+                self.assertEqual(fields[0], 'builtins')
+                self.assertRegex(fields[2], r'^\d+ \d+ \d+ ([0-9a-f]{2})*$')
+            elif fields[1] == 'regex':
                 # re's own patterns: "FLAGS TYPE HEX"
                 self.assertEqual(fields[0], 're')
                 self.assertRegex(fields[2], r'^\d+ [sb] ([0-9a-f]{2})*$')
