@@ -24,7 +24,8 @@
  *
  *   SHARE: PyRun_StringFlags() runs the archived code when an entry holds
  *   this exact text with these flags, served as a module's code is (its
- *   top-level code object a heap copy, the functions' code archived).
+ *   top-level code object a heap copy, the functions' code archived),
+ *   after the "compile" audit event the parser would have raised.
  *
  * As with modules imported again, a text run twice gives functions that
  * share their (archived) code objects.
@@ -162,5 +163,16 @@ _PyCDS_StringCode(const char *text, int start, PyCompilerFlags *flags)
     }
     char name[24];
     entry_name(text, start, cf_flags, feature, name);
-    return _PyCDS_ArchiveString(name, text);
+    PyObject *code = _PyCDS_ArchiveString(name, text);
+    if (code != NULL) {
+        /* the event the parser raises for the text it would have read */
+        PyObject *filename = PyUnicode_FromString("<string>");
+        if (filename == NULL
+            || PySys_Audit("compile", "yO", text, filename) < 0)
+        {
+            Py_CLEAR(code);
+        }
+        Py_XDECREF(filename);
+    }
+    return code;
 }

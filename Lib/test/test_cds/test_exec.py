@@ -108,6 +108,30 @@ class ExecTests(unittest.TestCase):
         r = run_checked(*share_args(self.archive), '-c', code)
         self.assertEqual(r.stdout.split(), ['3', '4', '3', '1'])
 
+    def test_audit_event(self):
+        # the "compile" event the parser raises for a text is raised for
+        # an archived one too, and a hook that refuses it stops the run
+        run_checked(*trace_args(self.lst), '-c', 'eval("1 + 2")')
+        run_checked(*dump_args(self.lst, self.archive))
+        code = ('import sys, _cds\n'
+                'seen = []\n'
+                'def hook(event, args):\n'
+                '    if event == "compile" and args[0] == b"1 + 2":\n'
+                '        seen.append(args)\n'
+                '        if len(seen) == 2:\n'
+                '            raise RuntimeError("refused")\n'
+                'sys.addaudithook(hook)\n'
+                'print(eval("1 + 2"), seen, _cds.info()["strings"])\n'
+                'try:\n'
+                '    eval("1 + 2")\n'
+                'except RuntimeError as e:\n'
+                '    print(e)\n')
+        off = run_checked('-X', 'cds=off', '-c', code)
+        r = run_checked(*share_args(self.archive), '-c', code)
+        self.assertEqual(r.stdout.replace(' 1\n', ' 0\n', 1), off.stdout)
+        self.assertEqual(r.stdout.splitlines(),
+                         ["3 [(b'1 + 2', '<string>')] 1", 'refused'])
+
     def test_garbled_list_line(self):
         for field in ('257 0 13 6', '257 0 61', '257 0 13 6G', '257  0 13 61',
                       '-1 0 13 61'):
