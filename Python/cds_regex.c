@@ -268,7 +268,7 @@ compile_entry(PyObject *pattern, long flags)
     Py_XDECREF(list);
     indexgroup = items ? PyTuple_New(ngroups) : NULL;
     for (Py_ssize_t i = 0; indexgroup != NULL && i < ngroups; i++) {
-        PyTuple_SET_ITEM(indexgroup, i, Py_None);
+        PyTuple_SET_ITEM(indexgroup, i, Py_NewRef(Py_None));
     }
     for (Py_ssize_t i = 0; indexgroup != NULL && i < PyTuple_GET_SIZE(items);
          i++)
