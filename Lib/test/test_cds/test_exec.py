@@ -2,13 +2,11 @@
 as the compiler would make it."""
 
 import json
-import os
-import re
 import unittest
 
-from test.test_cds.util import (LIST_HEADER, dump_args, read_list,
-                                run_checked, run_python, share_args,
-                                temp_dir, trace_args)
+from test.test_cds.util import (LIST_HEADER, ProgramTestCase, dump_args,
+                                read_list, run_checked, run_python,
+                                share_args, trace_args)
 
 # What compiles strings as it runs: named tuples and data classes, exec()
 # and eval() of str and bytes, with and without the caller's __future__
@@ -45,24 +43,11 @@ print('strings served:', _cds.info()['strings'], file=sys.stderr)
 '''
 
 
-def served(r):
-    """The strings served in the run of PROGRAM 'r'."""
-    return int(re.search(r'^strings served: (\d+)$', r.stderr, re.M)[1])
 
+class ExecTests(ProgramTestCase):
 
-class ExecTests(unittest.TestCase):
-
-    def setUp(self):
-        self.tmp = temp_dir(self.addCleanup)
-        self.prog = os.path.join(self.tmp, 'prog.py')
-        with open(self.prog, 'w') as f:
-            f.write(PROGRAM)
-        self.lst = os.path.join(self.tmp, 'app.lst')
-        self.archive = os.path.join(self.tmp, 'app.cds')
-
-    def run_prog(self, *args):
-        r = run_checked(*args, self.prog, cwd=self.tmp)
-        return json.loads(r.stdout), served(r)
+    PROGRAM = PROGRAM
+    COUNTER = 'strings'
 
     def test_trace_records_strings(self):
         run_checked(*trace_args(self.lst), self.prog, cwd=self.tmp)
@@ -81,9 +66,7 @@ class ExecTests(unittest.TestCase):
 
     def test_same_results_as_compiled(self):
         off, n_off = self.run_prog('-X', 'cds=off')
-        run_checked(*trace_args(self.lst), self.prog, cwd=self.tmp)
-        r = run_checked(*dump_args(self.lst, self.archive),
-                        '-X', 'cds_verbose=2', cwd=self.tmp)
+        r = self.trace_and_dump()
         # the warning, the syntax error and the __future__ import: left
         self.assertRegex(r.stderr, r'; \d+ strings archived, 0 in the base '
                                    r'archive, 3 left to compile\(\); ')

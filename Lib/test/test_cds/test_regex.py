@@ -6,12 +6,11 @@ import json
 import os
 import re
 import shutil
-import textwrap
 import unittest
 
-from test.test_cds.util import (LIST_HEADER, clean_env, dump_args,
-                                read_list, run_checked, run_python,
-                                share_args, temp_dir, trace_args)
+from test.test_cds.util import (LIST_HEADER, ProgramTestCase, clean_env,
+                                dump_args, read_list, run_checked,
+                                run_python, share_args, trace_args)
 
 # Patterns of each kind re compiles: named groups, bytes, flags (inline
 # ones too), non-ASCII and lone surrogates, the empty pattern, one re
@@ -54,29 +53,11 @@ print('regexes served:', _cds.info()['regexes'], file=sys.stderr)
 '''
 
 
-def served(r):
-    """The programs served in the run of PROGRAM 'r'."""
-    return int(re.search(r'^regexes served: (\d+)$', r.stderr, re.M)[1])
 
+class RegexTests(ProgramTestCase):
 
-class RegexTests(unittest.TestCase):
-
-    def setUp(self):
-        self.tmp = temp_dir(self.addCleanup)
-        self.prog = os.path.join(self.tmp, 'prog.py')
-        with open(self.prog, 'w') as f:
-            f.write(PROGRAM)
-        self.lst = os.path.join(self.tmp, 'app.lst')
-        self.archive = os.path.join(self.tmp, 'app.cds')
-
-    def run_prog(self, *args, env=None):
-        r = run_checked(*args, self.prog, cwd=self.tmp, env=env)
-        return json.loads(r.stdout), served(r)
-
-    def trace_and_dump(self, env=None):
-        run_checked(*trace_args(self.lst), self.prog, cwd=self.tmp, env=env)
-        return run_checked(*dump_args(self.lst, self.archive), '-X',
-                           'cds_verbose=2', cwd=self.tmp, env=env)
+    PROGRAM = PROGRAM
+    COUNTER = 'regexes'
 
     def test_trace_records_patterns(self):
         run_checked(*trace_args(self.lst), self.prog, cwd=self.tmp)
@@ -132,7 +113,7 @@ class RegexTests(unittest.TestCase):
         args = [*share_args(self.archive), '-X', 'cds_verbose=2']
         r = run_checked(*args, self.prog, cwd=self.tmp, env=env)
         self.assertEqual(json.loads(r.stdout), off)
-        self.assertEqual(served(r), 0)
+        self.assertEqual(self.served(r), 0)
         self.assertIn('compiled by another version of re', r.stderr)
 
     def test_garbled_list_line(self):

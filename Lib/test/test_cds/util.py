@@ -20,6 +20,7 @@ import _imp
 import importlib.util
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -428,3 +429,38 @@ class AppTestCase(unittest.TestCase):
         sys.path."""
         return (f'import sys; sys.path.insert(0, {self.tmp!r})\n'
                 + textwrap.dedent(code))
+
+
+class ProgramTestCase(unittest.TestCase):
+    """PROGRAM, a script that prints JSON on stdout and, last on stderr,
+    "COUNTER served: N" (N the _cds.info() counter COUNTER), written to
+    'prog' in a temporary directory 'tmp' with the paths 'lst' and
+    'archive' there."""
+
+    PROGRAM = ''
+    COUNTER = ''
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = temp_dir(self.addCleanup)
+        self.prog = os.path.join(self.tmp, 'prog.py')
+        with open(self.prog, 'w') as f:
+            f.write(self.PROGRAM)
+        self.lst = os.path.join(self.tmp, 'app.lst')
+        self.archive = os.path.join(self.tmp, 'app.cds')
+
+    def served(self, r):
+        """The counter in the run of PROGRAM 'r'."""
+        return int(re.search(rf'^{self.COUNTER} served: (\d+)$', r.stderr,
+                             re.M)[1])
+
+    def run_prog(self, *args, env=None):
+        """PROGRAM's output and counter, run with 'args'."""
+        r = run_checked(*args, self.prog, cwd=self.tmp, env=env)
+        return json.loads(r.stdout), self.served(r)
+
+    def trace_and_dump(self, env=None):
+        """Trace PROGRAM into 'lst', dump 'archive' (-X cds_verbose=2)."""
+        run_checked(*trace_args(self.lst), self.prog, cwd=self.tmp, env=env)
+        return run_checked(*dump_args(self.lst, self.archive), '-X',
+                           'cds_verbose=2', cwd=self.tmp, env=env)
