@@ -58,8 +58,7 @@ entry_name(const char *text, int start, int cf_flags, int feature,
     size_t len = strlen(text);
     uint64_t seed = (uint64_t)start ^ ((uint64_t)(uint32_t)cf_flags << 16)
                     ^ ((uint64_t)feature << 48) ^ ((uint64_t)len << 24);
-    snprintf(name, 24, "x%016llx",
-             (unsigned long long)_PyCDS_Checksum(seed, text, len));
+    _PyCDS_HashName('x', _PyCDS_Checksum(seed, text, len), name);
 }
 
 void

@@ -134,6 +134,19 @@ _PyCDS_Checksum(uint64_t h, const void *data, size_t len)
                            len % 32, len);
 }
 
+/* The index name of an entry found by a hash of its key (regular
+   expressions, strings): 'letter' then the hash in 16 hex digits. */
+void
+_PyCDS_HashName(char letter, uint64_t h, char name[24])
+{
+    static const char digits[] = "0123456789abcdef";
+    name[0] = letter;
+    for (int i = 16; i >= 1; i--, h >>= 4) {
+        name[i] = digits[h & 15];
+    }
+    name[17] = '\0';
+}
+
 /* --- the interpreter image ---------------------------------------------- */
 
 static _PyCDS_Image image;

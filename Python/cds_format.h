@@ -188,6 +188,9 @@ _PyCDS_Rotl64(uint64_t x, int r)
 }
 
 extern uint64_t _PyCDS_Checksum(uint64_t h, const void *data, size_t len);
+/* 'letter' then 'h' in 16 hex digits: the index name of an entry of a
+   regular expression or a string. */
+extern void _PyCDS_HashName(char letter, uint64_t h, char name[24]);
 /* The same in steps: the state after some 32-byte blocks; SumCopy() also
    copies them to 'dst' unless it is NULL; SumFinal() takes the last 'n'
    bytes (under 32) and the total length. */

@@ -83,8 +83,7 @@ entry_name(PyObject *pattern, long flags, char name[24])
         len = (size_t)PyBytes_GET_SIZE(pattern);
     }
     uint64_t h = _PyCDS_Checksum(seed ^ ((uint64_t)len << 40), data, len);
-    snprintf(name, 24, "%c%016llx", PyBytes_CheckExact(pattern) ? 'b' : 's',
-             (unsigned long long)h);
+    _PyCDS_HashName(PyBytes_CheckExact(pattern) ? 'b' : 's', h, name);
 }
 
 /* --- TRACE -------------------------------------------------------------- */

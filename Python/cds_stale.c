@@ -119,9 +119,24 @@ cache_path(const char *path, char *buf, size_t size)
     if (level > 0) {
         snprintf(opt, sizeof(opt), ".opt-%d", level);
     }
-    int n = snprintf(buf, size, "%.*s__pycache__/%.*s.%s%s.pyc",
-                     (int)(base - path), path, (int)stem, base, tag, opt);
-    return (n > 0 && (size_t)n < size) ? 0 : -1;
+    /* DIR/__pycache__/STEM.TAG[.opt-N].pyc, without snprintf(): this
+       runs for every module served from source */
+    const char *parts[] = {"__pycache__/", base, ".", tag, opt, ".pyc"};
+    size_t lens[] = {12, stem, 1, strlen(tag), strlen(opt), 4};
+    size_t n = (size_t)(base - path);
+    if (n >= size) {
+        return -1;
+    }
+    memcpy(buf, path, n);
+    for (size_t i = 0; i < Py_ARRAY_LENGTH(parts); i++) {
+        if (lens[i] >= size - n) {
+            return -1;
+        }
+        memcpy(buf + n, parts[i], lens[i]);
+        n += lens[i];
+    }
+    buf[n] = '\0';
+    return 0;
 }
 
 static uint32_t
