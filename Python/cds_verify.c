@@ -108,6 +108,25 @@ is_static(const void *p)
         return p == Py_None || p == Py_True || p == Py_False
                || p == Py_Ellipsis || p == Py_NotImplemented;
     }
+    /* the static strings first: most static objects a module uses are
+       identifiers.  They are of different sizes: a string's header, and
+       all of it inside them. */
+    const char *strs = (const char *)&_Py_SINGLETON(strings);
+    const char *end = strs + sizeof(_Py_SINGLETON(strings));
+    if (a >= strs && a < end) {
+        const PyASCIIObject *s = p;
+        if ((uintptr_t)a % sizeof(void *) != 0
+            || (size_t)(end - a) < sizeof(PyASCIIObject)
+            || Py_TYPE(s) != &PyUnicode_Type || !s->state.compact
+            || !s->state.statically_allocated || s->state.kind != 1
+            || s->length < 0 || s->length > end - a)
+        {
+            return 0;
+        }
+        size_t header = s->state.ascii ? sizeof(PyASCIIObject)
+                                       : sizeof(PyCompactUnicodeObject);
+        return header + (size_t)s->length + 1 <= (size_t)(end - a);
+    }
     if (p == &_Py_SINGLETON(bytes_empty) || p == &_Py_SINGLETON(tuple_empty)) {
         return 1;
     }
@@ -120,22 +139,7 @@ is_static(const void *p)
         return (size_t)(a - chars)
                % sizeof(_Py_SINGLETON(bytes_characters)[0]) == 0;
     }
-    /* the static strings are of different sizes: a string's header, and
-       all of it inside them */
-    const char *strs = (const char *)&_Py_SINGLETON(strings);
-    const char *end = strs + sizeof(_Py_SINGLETON(strings));
-    const PyASCIIObject *s = p;
-    if (a < strs || a >= end || (uintptr_t)a % sizeof(void *) != 0
-        || (size_t)(end - a) < sizeof(PyASCIIObject)
-        || Py_TYPE(s) != &PyUnicode_Type || !s->state.compact
-        || !s->state.statically_allocated || s->state.kind != 1
-        || s->length < 0 || s->length > end - a)
-    {
-        return 0;
-    }
-    size_t header = s->state.ascii ? sizeof(PyASCIIObject)
-                                   : sizeof(PyCompactUnicodeObject);
-    return header + (size_t)s->length + 1 <= (size_t)(end - a);
+    return 0;
 }
 
 /* Whether the well-formed compact string 's' is in CPython's canonical
@@ -208,13 +212,14 @@ static int
 var_ok(const checker *c, PyObject *op, PyTypeObject *type)
 {
     int r = 0;
-    if (in_range(c, op, sizeof(PyVarObject), R_COLD)) {
-        r = R_COLD;
-    }
-    else if (type == &PyTuple_Type
-             && in_range(c, op, sizeof(PyVarObject), R_TUP))
+    /* (a tuple is in R_TUP when it holds shared strings, as most do) */
+    if (type == &PyTuple_Type
+        && in_range(c, op, sizeof(PyVarObject), R_TUP))
     {
         r = R_TUP;
+    }
+    else if (in_range(c, op, sizeof(PyVarObject), R_COLD)) {
+        r = R_COLD;
     }
     else if (!is_static(op)) {
         return 0;
