@@ -165,11 +165,20 @@ _PyCDS_FindFrozenCode(PyObject *name)
     }
 }
 
+/* Whether this process records what it compiles: TRACE, and SHARE that
+   keeps its archive up to date (-X cds=auto). */
+static int
+recording(const _PyCDS_Settings *s)
+{
+    return s->mode == _PyCDS_TRACE
+           || (s->mode == _PyCDS_SHARE && s->auto_refresh);
+}
+
 PyObject *
 _PyCDS_StringCodeHook(const char *text, int start, PyCompilerFlags *flags)
 {
     const _PyCDS_Settings *s = _PyCDS_GetSettings();
-    if (s->mode == _PyCDS_TRACE || (s->mode == _PyCDS_SHARE && s->auto_refresh)) {
+    if (recording(s)) {
         _PyCDS_TraceString(text, start, flags);
     }
     if (s->mode != _PyCDS_SHARE
@@ -276,7 +285,7 @@ _imp__cds_regex_impl(PyObject *module, PyObject *pattern, PyObject *flags)
 /*[clinic end generated code: output=144513aa8a1d8393 input=fb380995f7188764]*/
 {
     const _PyCDS_Settings *s = _PyCDS_GetSettings();
-    if (s->mode == _PyCDS_TRACE || (s->mode == _PyCDS_SHARE && s->auto_refresh)) {
+    if (recording(s)) {
         _PyCDS_TraceRegex(pattern, flags);
     }
     if (s->mode == _PyCDS_SHARE) {

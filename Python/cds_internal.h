@@ -346,7 +346,8 @@ extern int _PyCDS_IsArchivedObject(PyObject *op);
 /* DUMP: whether the base archive holds an entry of this kind (KIND_*) that
    share mode would serve for the module's file now */
 extern int _PyCDS_BaseHolds(int kind, const char *name, const char *path);
-/* The programs of regular expressions (cds_regex.c); see cds_share.c */
+/* The entries of regular expressions (cds_regex.c) and strings
+   (cds_exec.c); see cds_share.c */
 extern int _PyCDS_ArchiveHolds(uint32_t kind);
 /* the code object of the string entry 'name' made from 'text', served as
    a module's is (a new reference), or NULL */

@@ -505,7 +505,8 @@ _PyCDS_ArchiveHasSource(PyObject *name, PyObject *path)
     return found;
 }
 
-/* --- the programs of regular expressions (cds_regex.c) ------------------ */
+/* --- entries compiled as programs run: regular expressions (cds_regex.c)
+   and strings (cds_exec.c) --------------------------------------------- */
 
 /* Whether an archive in use holds entries of 'kind' (KIND_REGEX or
    KIND_STRING). */
