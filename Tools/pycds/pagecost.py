@@ -104,7 +104,6 @@ def main():
                         help='also transparent huge pages')
     args = parser.parse_args()
     size = args.mb << 20
-    pages = size // PAGE
     kinds = {
         'fresh anonymous page, written (fault)': lambda: anonymous(size),
         'fresh anonymous page, populated, then written':
@@ -126,8 +125,9 @@ def main():
         with open(path, 'rb') as r:       # in the page cache
             while r.read(1 << 20):
                 pass
-        kinds['page-cache page, mapped and read'] = \
-            lambda: page_cache(path, fsize)
+        if fsize > 0:
+            kinds['page-cache page, mapped and read'] = \
+                lambda: page_cache(path, fsize)
         mapped = path if path != f.name else 'a file written for the purpose'
         best = {}
         for _ in range(args.rounds):
