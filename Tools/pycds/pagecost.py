@@ -54,14 +54,14 @@ def anonymous(size, populate=False, huge=False):
     again (the loop alone)"""
     m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
-        if huge:
-            m.madvise(mmap.MADV_HUGEPAGE)
-        t0 = time.perf_counter_ns()
-        if populate:
-            try:
+        try:
+            if huge:
+                m.madvise(mmap.MADV_HUGEPAGE)
+            t0 = time.perf_counter_ns()
+            if populate:
                 m.madvise(MADV_POPULATE_WRITE)
-            except OSError:
-                return None, None
+        except (OSError, AttributeError):    # an older kernel, no THP
+            return None, None
         first = time.perf_counter_ns() - t0 + touch(m, size)
         return first, touch(m, size)
     finally:
